@@ -1,0 +1,5 @@
+import sys
+
+from liar.cli import main
+
+sys.exit(main())

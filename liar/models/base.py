@@ -1,0 +1,131 @@
+"""What the pipeline needs to know about an architecture, as one small declarative spec.
+
+A new architecture is one file: an `Architecture` naming its decoder/encoder layer list, the attention
+producers (q, k, v) and consumer (o), the FFN producers and consumer, the config fields that hold the
+sizes, the config flags that switch biases on, and a hook that refreshes per-layer attributes after the
+shapes change. Everything else (scoring, solving, slicing, export, loading) is generic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LayerSizes:
+    """The widths of one layer: query heads, KV heads, FFN neurons (head_dim is fixed per model)."""
+
+    num_heads: int
+    num_kv_heads: int
+    ffn: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"num_attention_heads": self.num_heads, "num_key_value_heads": self.num_kv_heads,
+                "intermediate_size": self.ffn}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    model_types: tuple[str, ...]
+    layers: tuple[str, ...]  # dotted paths to the nn.ModuleList of blocks (task model first, then base model)
+    q: str
+    k: str
+    v: str
+    o: str
+    ffn_in: tuple[str, ...]
+    ffn_out: str
+    heads_field: str = "num_attention_heads"
+    kv_heads_field: str | None = "num_key_value_heads"  # None: plain multi-head attention
+    ffn_field: str = "intermediate_size"
+    attn_bias_flag: str | None = None  # config flag giving every attention linear a bias
+    mlp_bias_flag: str | None = None  # config flag giving every FFN linear a bias
+    refresh: Callable[[nn.Module, LayerSizes, int], None] | None = None  # (layer, sizes, head_dim)
+
+    # ---- navigation -------------------------------------------------------------------------------
+    def layer_list(self, model: nn.Module) -> nn.ModuleList:
+        for path in self.layers:
+            try:
+                return model.get_submodule(path)
+            except AttributeError:
+                continue
+        raise ValueError(f"{type(model).__name__} has none of the layer lists {self.layers} of {self.name}")
+
+    def attn_producers(self, layer: nn.Module) -> dict[str, nn.Linear]:
+        return {"q": layer.get_submodule(self.q), "k": layer.get_submodule(self.k), "v": layer.get_submodule(self.v)}
+
+    def attn_consumer(self, layer: nn.Module) -> nn.Linear:
+        return layer.get_submodule(self.o)
+
+    def ffn_producers(self, layer: nn.Module) -> dict[str, nn.Linear]:
+        return {path: layer.get_submodule(path) for path in self.ffn_in}
+
+    def ffn_consumer(self, layer: nn.Module) -> nn.Linear:
+        return layer.get_submodule(self.ffn_out)
+
+    def linears(self, layer: nn.Module, kind: str) -> dict[str, nn.Linear]:
+        """All linears of the attention ('attn') or FFN ('mlp') block, keyed by their path in the layer."""
+        paths = (self.q, self.k, self.v, self.o) if kind == "attn" else (*self.ffn_in, self.ffn_out)
+        return {p: layer.get_submodule(p) for p in paths}
+
+    # ---- sizes ------------------------------------------------------------------------------------
+    def head_dim(self, config) -> int:
+        return getattr(config, "head_dim", None) or config.hidden_size // getattr(config, self.heads_field)
+
+    def config_sizes(self, config) -> LayerSizes:
+        heads = getattr(config, self.heads_field)
+        kv = getattr(config, self.kv_heads_field, None) if self.kv_heads_field else None
+        return LayerSizes(heads, kv or heads, getattr(config, self.ffn_field))
+
+    def layer_sizes(self, layer: nn.Module, head_dim: int) -> LayerSizes:
+        """Read the sizes off the module shapes (the truth after pruning)."""
+        return LayerSizes(
+            num_heads=self.attn_consumer(layer).in_features // head_dim,
+            num_kv_heads=layer.get_submodule(self.k).out_features // head_dim,
+            ffn=self.ffn_consumer(layer).in_features,
+        )
+
+    def apply_sizes(self, config, sizes: LayerSizes, head_dim: int) -> None:
+        """Write uniform sizes into a config (the stock-loadable export)."""
+        setattr(config, self.heads_field, sizes.num_heads)
+        if self.kv_heads_field:
+            setattr(config, self.kv_heads_field, sizes.num_kv_heads)
+        setattr(config, self.ffn_field, sizes.ffn)
+        if hasattr(config, "head_dim") or config.hidden_size != sizes.num_heads * head_dim:
+            config.head_dim = head_dim
+
+    def refresh_layer(self, layer: nn.Module, head_dim: int) -> None:
+        if self.refresh is not None:
+            self.refresh(layer, self.layer_sizes(layer, head_dim), head_dim)
+
+
+def set_linear(layer: nn.Module, path: str, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """Replace the linear at `path` with one holding exactly `weight` [out, in] and `bias` [out] (or none)."""
+    old = layer.get_submodule(path)
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta", dtype=weight.dtype)
+    new.weight = nn.Parameter(weight.detach().contiguous(), requires_grad=old.weight.requires_grad)
+    if bias is not None:
+        new.bias = nn.Parameter(bias.detach().contiguous(), requires_grad=old.weight.requires_grad)
+    parent, _, name = path.rpartition(".")
+    setattr(layer.get_submodule(parent) if parent else layer, name, new)
+    return new
+
+
+def slice_rows(layer: nn.Module, path: str, rows: torch.Tensor) -> None:
+    """Keep only the output rows `rows` of a producer linear (and of its bias)."""
+    lin = layer.get_submodule(path)
+    rows = rows.to(lin.weight.device)
+    bias = None if lin.bias is None else lin.bias.index_select(0, rows)
+    set_linear(layer, path, lin.weight.index_select(0, rows), bias)
+
+
+def ensure_bias(layer: nn.Module, path: str) -> None:
+    """Give a linear a zero bias if it has none (for configs whose bias flag covers several linears)."""
+    lin = layer.get_submodule(path)
+    if lin.bias is None:
+        set_linear(layer, path, lin.weight, torch.zeros(lin.out_features, dtype=lin.weight.dtype,
+                                                         device=lin.weight.device))

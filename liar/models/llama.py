@@ -1,0 +1,38 @@
+"""LLaMA family: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (and their base models)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from liar.models.base import Architecture, LayerSizes
+
+
+def _refresh(layer: nn.Module, sizes: LayerSizes, head_dim: int) -> None:
+    # eager attention repeats K/V by this factor; the head count itself is read off the tensor shapes.
+    layer.self_attn.num_key_value_groups = sizes.num_heads // sizes.num_kv_heads
+    if hasattr(layer.mlp, "intermediate_size"):
+        layer.mlp.intermediate_size = sizes.ffn
+
+
+# Stock LlamaConfig switches a bias on for all of q/k/v/o (`attention_bias`) and gate/up/down (`mlp_bias`),
+# so LIAR's intercept travels in a stock checkpoint.
+LLAMA = Architecture(
+    name="llama",
+    model_types=("llama",),
+    layers=("model.layers", "layers"),
+    q="self_attn.q_proj",
+    k="self_attn.k_proj",
+    v="self_attn.v_proj",
+    o="self_attn.o_proj",
+    ffn_in=("mlp.gate_proj", "mlp.up_proj"),
+    ffn_out="mlp.down_proj",
+    attn_bias_flag="attention_bias",
+    mlp_bias_flag="mlp_bias",
+    refresh=_refresh,
+)
+
+# Same modules; their configs have no flag that gives o_proj / down_proj a bias.
+MISTRAL = dataclasses.replace(LLAMA, name="mistral", model_types=("mistral",), attn_bias_flag=None, mlp_bias_flag=None)
+QWEN2 = dataclasses.replace(LLAMA, name="qwen2", model_types=("qwen2",), attn_bias_flag=None, mlp_bias_flag=None)

@@ -1,0 +1,36 @@
+"""Pure-torch reference kernels: the spec every backend must match, and the default on every device.
+
+gram_update:  G[upper] += xᵀx over the kept rows, s += Σ x, returns the row count (fp32 accumulation).
+liar_solve:   the LIAR interpolation Q, P from (G, s, n) and the folded consumer weight and bias.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gram_update(G: torch.Tensor, s: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None) -> int:
+    """G: [D, D] fp32 (upper triangle guaranteed), s: [D] fp32, x: [T, D] any float, mask: [T] bool or None."""
+    if mask is not None:
+        x = x[mask]
+    xf = x.to(torch.float32)
+    G.addmm_(xf.T, xf)
+    s.add_(xf.sum(dim=0))
+    return int(xf.shape[0])
+
+
+def liar_solve(
+    G: torch.Tensor, s: torch.Tensor, n: int, W: torch.Tensor, b: torch.Tensor | None,
+    kept: torch.Tensor, pruned: torch.Tensor, alpha: float, intercept: bool, solve_fp64: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (W_R' [d_out, R], b' [d_out], Q [S, R], P [S], info [λ, escalations, fallback code] fp64)."""
+    # Imported here: liar.stats accumulates through liar.ops, so a module-level import would be circular.
+    from liar.reconstruct import fold, interpolation
+    from liar.stats import GramStats
+
+    stats = GramStats(G=G, s=s, n=n)
+    dtype = torch.float64 if solve_fp64 else torch.float32
+    interp = interpolation(stats, kept, pruned, alpha=alpha, intercept=intercept, dtype=dtype)
+    bias = b if b is not None else torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)
+    weight, bias = fold(W, bias, kept, pruned, interp.Q, interp.P)
+    return weight, bias, interp.Q, interp.P, interp.info.to_tensor().to(G.device)

@@ -1,0 +1,83 @@
+"""Prune one block given its statistics and budget: score, select, reconstruct, slice."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from liar import criteria
+from liar.allocation import Budget
+from liar.config import PruneConfig
+from liar.functional import reconstruct
+from liar.models.base import Architecture, set_linear, slice_rows
+from liar.report import LayerReport, ModuleReport
+from liar.stats import GramStats
+from liar.structure import LayerShape, heads_to_channels, select_heads, select_neurons
+
+SOLVE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _reconstruct_consumer(
+    layer: nn.Module, path: str, stats: GramStats, kept_channels: torch.Tensor, config: PruneConfig,
+    report: ModuleReport,
+) -> None:
+    """Replace the consumer at `path` with its reconstruction on `kept_channels`; fill the report."""
+    consumer = layer.get_submodule(path)
+    report.tokens = stats.n
+    if kept_channels.numel() == consumer.in_features:
+        report.errors = {"none": 0.0, "bias": 0.0, "liar": 0.0}
+        return
+    r = reconstruct(
+        stats, consumer.weight, consumer.bias, kept_channels, mode=config.reconstruct, alpha=config.alpha,
+        intercept=config.intercept, solve_dtype=SOLVE_DTYPES[config.solve_dtype], backend=config.backend,
+    )
+    set_linear(layer, path, r.weight, r.bias)
+    report.errors = r.errors
+    if r.info is not None:
+        report.lam, report.escalations, report.fallback = r.info.lam, r.info.escalations, r.info.fallback
+
+
+def prune_attention(
+    arch: Architecture, layer: nn.Module, shape: LayerShape, stats: GramStats, units_removed: int,
+    config: PruneConfig, gen: torch.Generator,
+) -> ModuleReport:
+    o = arch.attn_consumer(layer)
+    channel = criteria.channel_scores(config.criterion, o.weight, stats, gen)
+    plan = select_heads(criteria.unit_scores(channel, shape.head_dim), shape, config.gqa, units_removed)
+    report = ModuleReport(
+        kind="attn", units_before=shape.sizes.num_heads, units_after=plan.kept_heads.numel(),
+        kept=plan.kept_heads.tolist(), kept_kv=plan.kept_kv.tolist(), reconstruct=config.reconstruct,
+    )
+    kept_channels = plan.channels(shape.head_dim)
+    _reconstruct_consumer(layer, arch.o, stats, kept_channels, config, report)
+    slice_rows(layer, arch.q, kept_channels)
+    kv_rows = heads_to_channels(plan.kept_kv, shape.head_dim)
+    slice_rows(layer, arch.k, kv_rows)
+    slice_rows(layer, arch.v, kv_rows)
+    return report
+
+
+def prune_ffn(
+    arch: Architecture, layer: nn.Module, shape: LayerShape, stats: GramStats, removed: int,
+    config: PruneConfig, gen: torch.Generator,
+) -> ModuleReport:
+    channel = criteria.channel_scores(config.criterion, arch.ffn_consumer(layer).weight, stats, gen)
+    kept = select_neurons(channel, removed)
+    report = ModuleReport(
+        kind="mlp", units_before=shape.sizes.ffn, units_after=kept.numel(), kept=kept.tolist(),
+        reconstruct=config.reconstruct,
+    )
+    _reconstruct_consumer(layer, arch.ffn_out, stats, kept, config, report)
+    for path in arch.ffn_in:
+        slice_rows(layer, path, kept)
+    return report
+
+
+def prune_layer(
+    arch: Architecture, layer: nn.Module, shape: LayerShape, stats: dict[str, GramStats], budget: Budget,
+    config: PruneConfig, gens: dict[str, torch.Generator], index: int,
+) -> LayerReport:
+    attn = prune_attention(arch, layer, shape, stats["attn"], budget.attn_units, config, gens["attn"])
+    mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, gens["mlp"])
+    arch.refresh_layer(layer, shape.head_dim)
+    return LayerReport(index=index, attn=attn, mlp=mlp)

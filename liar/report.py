@@ -1,0 +1,97 @@
+"""The run report: what was kept, how every system was solved, the errors, timings and provenance."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ModuleReport:
+    """One pruned block of one layer ('attn' or 'mlp')."""
+
+    kind: str
+    units_before: int  # heads or neurons
+    units_after: int
+    kept: list[int]  # query heads or neurons kept
+    kept_kv: list[int] | None = None  # KV heads kept (attention only)
+    reconstruct: str = "liar"
+    lam: float | None = None
+    escalations: int = 0
+    fallback: str | None = None
+    errors: dict[str, float] = field(default_factory=dict)  # relative output error on calibration data
+    tokens: int = 0
+
+
+@dataclass
+class LayerReport:
+    index: int
+    attn: ModuleReport
+    mlp: ModuleReport
+    seconds: float = 0.0
+
+
+@dataclass
+class PruneReport:
+    config: dict
+    model: dict = field(default_factory=dict)  # source, architecture, parameter counts and fractions
+    calibration: dict = field(default_factory=dict)
+    layers: list[LayerReport] = field(default_factory=list)
+    backends: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    output: dict = field(default_factory=dict)  # path, stock_loadable, files
+    warnings: list[str] = field(default_factory=list)
+    command: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> PruneReport:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw["layers"] = [
+            LayerReport(l["index"], ModuleReport(**l["attn"]), ModuleReport(**l["mlp"]), l["seconds"])
+            for l in raw["layers"]
+        ]
+        return cls(**raw)
+
+    def mean_errors(self, kind: str) -> dict[str, float]:
+        """Mean relative calibration error per reconstruction mode over layers, for 'attn' or 'mlp'."""
+        rows = [getattr(l, kind).errors for l in self.layers]
+        return {m: sum(r[m] for r in rows) / len(rows) for m in rows[0]} if rows else {}
+
+    def summary(self) -> str:
+        m = self.model
+        lines = [
+            f"pruned {m.get('source')} ({m.get('architecture')}) on {self.backends.get('device', '?')}",
+            f"  parameters: {m.get('params_before', 0):,} -> {m.get('params_after', 0):,} "
+            f"(blocks -{m.get('block_fraction_removed', 0):.1%}, whole model -{m.get('model_fraction_removed', 0):.1%})",
+            f"  time: {self.timings.get('total', 0):.1f} s (calibration forward + solves {self.timings.get('prune', 0):.1f} s)",
+            f"  kernels: {', '.join(f'{k}={v}' for k, v in self.backends.items() if k != 'device')}",
+        ]
+        for kind in ("attn", "mlp"):
+            e = self.mean_errors(kind)
+            if e:
+                lines.append(f"  mean relative error ({kind}): " + ", ".join(f"{k} {v:.4f}" for k, v in e.items()))
+        if self.output.get("path"):
+            loader = "stock transformers" if self.output.get("stock_loadable") else "liar.load_pruned"
+            lines.append(f"  output: {self.output['path']} (loads with {loader}); report: {self.output.get('report')}")
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from liar import __version__
+
+    return {"liar": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": sys.version.split()[0], "platform": platform.platform()}

