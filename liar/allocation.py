@@ -4,15 +4,17 @@
 
 uniform: every layer removes `ratio` of its block. Attention comes in coarse units (a slot of one head
     per KV group, or a whole group), so the attention count is rounded to the nearest unit and the FFN
-    absorbs the remainder: each layer lands within half a neuron's cost of the target.
+    absorbs the remainder: each layer lands within half a neuron's cost of the target. Head counts the
+    stock config cannot express (LlamaConfig needs hidden_size % heads == 0) are skipped.
 global: FLAP-style. Unit scores are log-transformed (criteria are positive and span orders of magnitude
     across depth) and standardized per module type across all layers; one ascending ranking of all units
-    then removes units, each layer keeping `min_keep` of its heads and neurons, until the parameter target
-    is met. Validated against uniform on held-out data before any default changes (see README).
+    then removes units in that order, skipping any that would overshoot the parameter target by more than
+    half the cheapest unit, each layer keeping `min_keep` of its heads and neurons. Validated against uniform on held-out data before any default changes (see README).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,11 +31,16 @@ class Budget:
         return self.attn_units * shape.attn_unit_cost(gqa) + self.neurons * shape.neuron_cost
 
 
-def uniform(shape: LayerShape, ratio: float, gqa: str, min_keep: float) -> Budget:
+def uniform(
+    shape: LayerShape, ratio: float, gqa: str, min_keep: float, heads_ok: Callable[[int], bool] = lambda h: True
+) -> Budget:
+    """`heads_ok(num_heads)`: head counts the exported config can express (the nearest such count is used)."""
     target = ratio * shape.block_params
     unit_cost = shape.attn_unit_cost(gqa)
     max_units = shape.attn_units(gqa) - shape.min_attn_units(gqa, min_keep)
-    units = min(max(round(ratio * shape.attn_params / unit_cost), 0), max_units)
+    ideal = ratio * shape.attn_params / unit_cost
+    allowed = [u for u in range(max_units + 1) if heads_ok(shape.heads_after(gqa, u))] or [0]
+    units = min(allowed, key=lambda u: (abs(u - ideal), u))
     max_neurons = shape.sizes.ffn - shape.min_neurons(min_keep)
     neurons = round((target - units * unit_cost) / shape.neuron_cost)
     return Budget(attn_units=units, neurons=min(max(neurons, 0), max_neurons))
@@ -60,11 +67,12 @@ def global_(
         candidates += [(float(z), layer, "ffn", shape.neuron_cost) for z in z_ffn[layer].sort().values]
     candidates.sort(key=lambda c: c[0])
     target = ratio * sum(s.block_params for s in shapes)
+    slack = min(c[3] for c in candidates) / 2  # overshoot at most half the cheapest unit
     units = [0] * len(shapes)
     neurons = [0] * len(shapes)
     removed = 0
     for _, layer, kind, cost in candidates:
-        if removed + cost / 2 > target:
+        if removed + cost > target + slack:
             continue
         shape = shapes[layer]
         if kind == "attn" and units[layer] < shape.attn_units(gqa) - shape.min_attn_units(gqa, min_keep):

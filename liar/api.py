@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -121,7 +120,3 @@ def _warn_fallbacks(report: PruneReport) -> None:
                        + (f", solved by {m.fallback}" if m.fallback else ""))
                 report.warnings.append(msg)
                 log.warning(msg)
-
-
-def cli_command() -> str:
-    return " ".join(["liar", *sys.argv[1:]])

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shlex
 import sys
 
 from liar import config as cfg
@@ -57,12 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _prune(args: argparse.Namespace) -> dict:
+def _prune(args: argparse.Namespace, argv: list[str]) -> dict:
     from liar.api import prune
 
     fields = {f.name for f in dataclasses.fields(PruneConfig)}
     config = PruneConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    report = prune(args.model, args.out, config, command=" ".join(["liar", *sys.argv[1:]]))
+    report = prune(args.model, args.out, config, command=shlex.join(["liar", *argv]))
     print(report.summary())
     m = report.model
     return {"out": report.output["path"], "report": report.output["report"],
@@ -94,11 +95,12 @@ def _eval_ppl(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        result = _prune(args) if args.command == "prune" else _eval_ppl(args)
+        result = _prune(args, argv) if args.command == "prune" else _eval_ppl(args)
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, OSError, RuntimeError) as err:
         print(f"liar: error: {err}", file=sys.stderr)
         return 2

@@ -150,7 +150,8 @@ def prune_model(model: nn.Module, arch: Architecture, batches: list[CalibBatch],
     if config.allocation == "global":
         budgets = global_budgets(model, arch, batches, shapes, config, device)
     else:
-        budgets = [allocation.uniform(s, config.ratio, config.gqa, config.min_keep) for s in shapes]
+        heads_ok = lambda heads: arch.heads_ok(model.config, heads)  # noqa: E731
+        budgets = [allocation.uniform(s, config.ratio, config.gqa, config.min_keep, heads_ok) for s in shapes]
     inputs = capture_inputs(model, layers[0], batches, device)
     reports = []
     for i, layer in enumerate(tqdm(layers, desc="pruning", unit="layer")):

