@@ -43,10 +43,14 @@ def _sizes(arch: Architecture, model: nn.Module, head_dim: int) -> list[LayerSiz
     return [arch.layer_sizes(layer, head_dim) for layer in arch.layer_list(model)]
 
 
-def _native_bias(arch: Architecture, model: nn.Module, kind: str) -> bool:
-    """Do the consumers of this kind carry a bias the stock config already gives them?"""
-    flag = arch.attn_bias_flag if kind == "attn" else arch.mlp_bias_flag
-    return bool(flag and getattr(model.config, flag, False))
+def _bias_flag_needed(arch: Architecture, model: nn.Module, kind: str) -> tuple[bool, str | None]:
+    """(can the stock config express this block's consumer biases, the config flag to switch on)."""
+    consumers = [arch.attn_consumer(l) if kind == "attn" else arch.ffn_consumer(l) for l in arch.layer_list(model)]
+    flag = arch.bias_flag(kind)
+    already = kind in arch.native_bias or (flag is not None and getattr(model.config, flag, False))
+    if already or all(c.bias is None for c in consumers):
+        return True, None
+    return flag is not None, flag
 
 
 def finalize_config(arch: Architecture, model: nn.Module) -> bool:
@@ -54,25 +58,18 @@ def finalize_config(arch: Architecture, model: nn.Module) -> bool:
     config = model.config
     head_dim = arch.head_dim(config)
     sizes = _sizes(arch, model, head_dim)
-    consumers = {"attn": lambda l: arch.attn_consumer(l), "mlp": lambda l: arch.ffn_consumer(l)}
-    flags = {"attn": arch.attn_bias_flag, "mlp": arch.mlp_bias_flag}
-    needs_flag = {
-        kind: any(get(l).bias is not None for l in arch.layer_list(model)) and not _native_bias(arch, model, kind)
-        for kind, get in consumers.items()
-    }
-    expressible = all(flags[k] is not None for k, need in needs_flag.items() if need)
-    if len(set(sizes)) == 1 and expressible and arch.heads_ok(config, sizes[0].num_heads):
-        config.head_dim = head_dim
+    config.head_dim = head_dim
+    needed = {kind: _bias_flag_needed(arch, model, kind) for kind in ("attn", "mlp")}
+    if len(set(sizes)) == 1 and all(ok for ok, _ in needed.values()) and arch.heads_ok(config, sizes[0].num_heads):
         arch.apply_sizes(config, sizes[0], head_dim)
-        for kind, need in needs_flag.items():
-            if need:
-                setattr(config, flags[kind], True)
+        for kind, (_, flag) in needed.items():
+            if flag is not None:
+                setattr(config, flag, True)
                 for layer in arch.layer_list(model):
                     for path in arch.linears(layer, kind):
                         ensure_bias(layer, path)
         config.__dict__.pop(LAYER_SIZES_KEY, None)
         return True
-    config.head_dim = head_dim
     setattr(config, LAYER_SIZES_KEY, [s.to_dict() for s in sizes])
     return False
 

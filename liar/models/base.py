@@ -44,6 +44,7 @@ class Architecture:
     ffn_field: str = "intermediate_size"
     attn_bias_flag: str | None = None  # config flag giving every attention linear a bias
     mlp_bias_flag: str | None = None  # config flag giving every FFN linear a bias
+    native_bias: tuple[str, ...] = ()  # blocks ('attn', 'mlp') whose consumer always has a bias (BERT)
     refresh: Callable[[nn.Module, LayerSizes, int], None] | None = None  # (layer, sizes, head_dim)
     stock_heads_ok: Callable[[object, int], bool] | None = None  # (config, num_heads): can the stock config say it?
 
@@ -98,6 +99,9 @@ class Architecture:
         setattr(config, self.ffn_field, sizes.ffn)
         if hasattr(config, "head_dim") or config.hidden_size != sizes.num_heads * head_dim:
             config.head_dim = head_dim
+
+    def bias_flag(self, kind: str) -> str | None:
+        return self.attn_bias_flag if kind == "attn" else self.mlp_bias_flag
 
     def heads_ok(self, config, num_heads: int) -> bool:
         return self.stock_heads_ok is None or self.stock_heads_ok(config, num_heads)

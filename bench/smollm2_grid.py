@@ -1,0 +1,138 @@
+"""Quality grid on the real SmolLM2-135M: held-out perplexity and wall time per pruning setting.
+
+    python bench/smollm2_grid.py --ratios 0.2 0.5 --criteria magnitude wanda flap random \
+        --modes none bias liar --allocations uniform --name smollm2_grid
+
+Every run prunes the embedded SmolLM2-135M (fp32, CPU) calibrated on the IMDB calibration split and is
+scored on the held-out split (text never used for calibration). Rows go to bench/results/<name>.csv and a
+markdown table to bench/results/<name>.md, tagged with device, versions and commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import itertools
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import liar
+from liar import data
+from liar.eval import perplexity
+from liar.io.load import load_pruned, load_tokenizer, resolve_source
+from liar.report import versions
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass(frozen=True)
+class Setting:
+    ratio: float
+    criterion: str
+    reconstruct: str
+    allocation: str
+    gqa: str
+    calibration: str = "dense"
+
+
+@dataclass(frozen=True)
+class Row:
+    setting: str
+    ratio: float
+    criterion: str
+    reconstruct: str
+    allocation: str
+    gqa: str
+    calibration: str
+    ppl: float
+    eval_tokens: int
+    prune_seconds: float
+    params_after: int
+    block_fraction_removed: float
+    attn_err_liar: float
+    mlp_err_liar: float
+    device: str
+    torch: str
+    liar: str
+    commit: str
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_setting(source, tokenizer, heldout, s: Setting, args) -> Row:
+    model = load_pruned(source)
+    config = liar.PruneConfig(ratio=s.ratio, criterion=s.criterion, reconstruct=s.reconstruct,
+                              allocation=s.allocation, gqa=s.gqa, calibration=s.calibration,
+                              nsamples=args.nsamples, seqlen=args.seqlen)
+    start = time.perf_counter()
+    report = liar.prune(model, None, config, tokenizer=tokenizer)
+    seconds = time.perf_counter() - start
+    result = perplexity(model, heldout, seqlen=args.eval_seqlen)
+    v = versions()
+    return Row(
+        setting=f"{s.criterion}/{s.reconstruct}", ratio=s.ratio, criterion=s.criterion, reconstruct=s.reconstruct,
+        allocation=s.allocation, gqa=s.gqa, calibration=s.calibration, ppl=result["ppl"],
+        eval_tokens=result["tokens"], prune_seconds=seconds, params_after=report.model["params_after"],
+        block_fraction_removed=report.model["block_fraction_removed"],
+        attn_err_liar=report.mean_errors("attn")["liar"], mlp_err_liar=report.mean_errors("mlp")["liar"],
+        device=report.backends["device"], torch=v["torch"], liar=v["liar"], commit=commit(),
+    )
+
+
+def write(rows: list[Row], name: str, dense_ppl: float) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    with (RESULTS / f"{name}.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[x.name for x in dataclasses.fields(Row)])
+        writer.writeheader()
+        writer.writerows(dataclasses.asdict(r) for r in rows)
+    lines = [f"Dense SmolLM2-135M held-out perplexity: {dense_ppl:.2f}", "",
+             "| ratio | allocation | calibration | criterion | reconstruct | ppl | prune s | blocks removed |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.ratio:.0%} | {r.allocation} | {r.calibration} | {r.criterion} | {r.reconstruct} | {r.ppl:.2f} "
+              f"| {r.prune_seconds:.0f} | {r.block_fraction_removed:.1%} |" for r in rows]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.5])
+    p.add_argument("--criteria", nargs="+", default=["magnitude", "wanda", "flap", "random"])
+    p.add_argument("--modes", nargs="+", default=["none", "bias", "liar"])
+    p.add_argument("--allocations", nargs="+", default=["uniform"])
+    p.add_argument("--gqa", nargs="+", default=["per-group"])
+    p.add_argument("--calibrations", nargs="+", default=["dense"])
+    p.add_argument("--nsamples", type=int, default=64)
+    p.add_argument("--seqlen", type=int, default=512)
+    p.add_argument("--eval-seqlen", type=int, default=512)
+    p.add_argument("--eval-tokens", type=int, default=16384)
+    p.add_argument("--name", default="smollm2_grid")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    source = resolve_source(None)
+    tokenizer = load_tokenizer(source)
+    heldout = data.token_stream(tokenizer, data.imdb_texts("heldout"), args.eval_tokens)
+    dense_ppl = perplexity(load_pruned(source), heldout, seqlen=args.eval_seqlen)["ppl"]
+    print(f"dense ppl {dense_ppl:.3f}", flush=True)
+    rows = []
+    for combo in itertools.product(args.ratios, args.criteria, args.modes, args.allocations, args.gqa,
+                                   args.calibrations):
+        row = run_setting(source, tokenizer, heldout, Setting(*combo), args)
+        rows.append(row)
+        print(f"{row.ratio:.0%} {row.allocation} {row.calibration} {row.setting}: ppl {row.ppl:.2f} "
+              f"({row.prune_seconds:.0f} s)", flush=True)
+        write(rows, args.name, dense_ppl)
+
+
+if __name__ == "__main__":
+    main()
