@@ -1,6 +1,9 @@
 """torch.library schemas for the liar ops: one schema and one fake each; the reference is the default kernel.
 
 Device kernels (C++ on CPU, CUDA/Triton on GPU) are registered on top of these by `liar.ops.backends`.
+The accumulating ops mutate their fp32 sums and return nothing: a mutating custom op that returns an int
+cannot be functionalized (opcheck's test_aot_dispatch_dynamic fails), so the Python entry points
+(`liar.ops.gram_update`, ...) count the rows themselves.
 """
 
 from __future__ import annotations
@@ -12,13 +15,26 @@ from liar.ops import reference
 
 
 @custom_op("liar::gram_update", mutates_args=("G", "s"))
-def gram_update(G: torch.Tensor, s: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> int:
-    return reference.gram_update(G, s, x, mask)
+def gram_update(G: torch.Tensor, s: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> None:
+    reference.gram_update(G, s, x, mask)
 
 
 @gram_update.register_fake
 def _(G, s, x, mask):
-    return x.shape[0] if mask is None else torch.library.get_ctx().new_dynamic_size()
+    return None
+
+
+@custom_op("liar::gram_update_cross", mutates_args=("G_ss", "G_ts", "s_s", "s_t"))
+def gram_update_cross(
+    G_ss: torch.Tensor, G_ts: torch.Tensor, s_s: torch.Tensor, s_t: torch.Tensor,
+    x_s: torch.Tensor, x_t: torch.Tensor, mask: torch.Tensor | None,
+) -> None:
+    reference.gram_update_cross(G_ss, G_ts, s_s, s_t, x_s, x_t, mask)
+
+
+@gram_update_cross.register_fake
+def _(G_ss, G_ts, s_s, s_t, x_s, x_t, mask):
+    return None
 
 
 @custom_op("liar::liar_solve", mutates_args=())
