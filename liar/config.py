@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from liar.activations import parse_bytes
+
 CRITERIA = ("magnitude", "wanda", "flap", "random")
 RECONSTRUCTIONS = ("liar", "bias", "none")
 ALLOCATIONS = ("uniform", "global")
 GQA_MODES = ("per-group", "whole-groups")
-CALIBRATION_MODES = ("dense",)
+CALIBRATION_MODES = ("dense", "sequential")
+OFFLOADS = ("none", "cpu", "disk")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SOLVE_DTYPES = ("float32", "float64")
@@ -34,6 +37,10 @@ class PruneConfig:
     alpha: damping, λ = alpha · mean(diag C_RR).
     min_keep: the least fraction of heads (KV groups) and of neurons any layer keeps (at least one unit).
     calib: a text file (.txt/.jsonl/.csv) for calibration; None = the embedded IMDB reviews.
+    calibration: dense (statistics of the unpruned model) or sequential (inputs of the already-pruned model
+        fitted to the dense model's outputs through the teacher–student cross-Gram).
+    offload: where calibration activations wait between blocks: none (compute device), cpu, disk;
+        max_memory (e.g. "8GiB") spills them to disk when they would exceed it.
     """
 
     ratio: float = 0.2
@@ -50,6 +57,8 @@ class PruneConfig:
     seqlen: int = 512
     batch_size: int = 8
     calibration: str = "dense"
+    offload: str = "none"
+    max_memory: str | None = None
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
@@ -64,6 +73,7 @@ class PruneConfig:
         _choice("allocation", self.allocation, ALLOCATIONS)
         _choice("gqa", self.gqa, GQA_MODES)
         _choice("calibration", self.calibration, CALIBRATION_MODES)
+        _choice("offload", self.offload, OFFLOADS)
         _choice("device", self.device, DEVICES)
         _choice("dtype", self.dtype, DTYPES)
         _choice("solve_dtype", self.solve_dtype, SOLVE_DTYPES)
@@ -75,6 +85,8 @@ class PruneConfig:
         for name in ("nsamples", "seqlen", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+        if self.max_memory is not None:
+            parse_bytes(self.max_memory)
         if self.reconstruct == "bias" and not self.intercept:
             raise ValueError("reconstruct='bias' adds a bias by definition; drop --no-bias or use reconstruct='liar'")
 

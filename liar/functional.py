@@ -17,9 +17,20 @@ from __future__ import annotations
 import torch
 
 from liar import ops
-from liar.reconstruct import Interpolation, Reconstruction, SolveInfo, fold, relative_errors
-from liar.stats import GramStats
+from liar.reconstruct import (
+    Interpolation, Reconstruction, SolveInfo, fold, relative_errors, sequential_error, sequential_fit,
+)
+from liar.stats import CrossStats, GramStats
 from liar.structure import complement
+
+
+def _checked(kept, D: int, mode: str) -> torch.Tensor:
+    if mode not in ("liar", "bias", "none"):
+        raise ValueError(f"mode={mode!r}; choose liar, bias or none")
+    kept = torch.as_tensor(kept, dtype=torch.long).cpu().unique()
+    if kept.numel() == 0 or int(kept[-1]) >= D or int(kept[0]) < 0:
+        raise ValueError(f"kept must be 1..{D} distinct channel indices in [0, {D}); got {kept.tolist()[:8]}")
+    return kept
 
 
 def reconstruct(
@@ -39,13 +50,8 @@ def reconstruct(
     intercept=False gives the bias-free variant (Q from uncentered moments, P = 0): with b None the
     result has no bias either. Errors for all three modes are always reported.
     """
-    if mode not in ("liar", "bias", "none"):
-        raise ValueError(f"mode={mode!r}; choose liar, bias or none")
-    D = W.shape[1]
-    kept = torch.as_tensor(kept, dtype=torch.long).cpu().sort().values
-    if kept.numel() == 0 or kept.numel() > D or int(kept[-1]) >= D or int(kept[0]) < 0:
-        raise ValueError(f"kept must be 1..{D} distinct channel indices in [0, {D}); got {kept.numel()}")
-    pruned = complement(kept, D)
+    kept = _checked(kept, W.shape[1], mode)
+    pruned = complement(kept, W.shape[1])
     device = stats.G.device
     weight, bias, Q, P, info_t = ops.liar_solve(
         stats.G, stats.s, stats.n, W, b, kept.to(device), pruned.to(device), alpha=alpha,
@@ -60,4 +66,33 @@ def reconstruct(
     return Reconstruction(weight, bias, None, errors)
 
 
-__all__ = ["GramStats", "Reconstruction", "SolveInfo", "reconstruct"]
+def reconstruct_sequential(
+    cross: CrossStats,
+    W: torch.Tensor,
+    b: torch.Tensor | None,
+    kept: torch.Tensor,
+    mode: str = "liar",
+    alpha: float = 1e-2,
+    intercept: bool = True,
+    solve_dtype: torch.dtype = torch.float32,
+) -> Reconstruction:
+    """Sequential mode: fit the consumer on student inputs to the dense output on teacher inputs.
+
+    none keeps W_R and b; bias matches the mean output (b' = b + W μ_t − W_R μ_s,R); liar is the damped
+    least-squares fit `sequential_fit`. Errors are relative to the dense output on teacher inputs.
+    """
+    kept = _checked(kept, W.shape[1], mode)
+    W_R = W.index_select(1, kept.to(W.device))
+    bias_shift = (W.double() @ cross.s_t.double().to(W.device) / cross.n
+                  - W_R.double() @ cross.student.mean().to(W.device).index_select(0, kept.to(W.device)))
+    candidates = {
+        "none": (W_R, b, None),
+        "bias": (W_R, (bias_shift if b is None else b.double() + bias_shift).to(W.dtype), None),
+        "liar": sequential_fit(cross, W, b, kept, alpha, intercept, solve_dtype),
+    }
+    errors = {m: sequential_error(cross, W, b, kept, w, bb) for m, (w, bb, _) in candidates.items()}
+    weight, bias, info = candidates[mode]
+    return Reconstruction(weight, bias, info, errors)
+
+
+__all__ = ["CrossStats", "GramStats", "Reconstruction", "SolveInfo", "reconstruct", "reconstruct_sequential"]

@@ -1,6 +1,9 @@
-"""Layer-by-layer calibration: capture the first block's inputs, then for each block run the calibration
-activations through it with hooks feeding the statistics ops, solve, slice, and hand its dense outputs to
-the next block (dense calibration mode: one forward pass over the calibration set in total).
+"""Block-by-block calibration and pruning, shared by the in-memory and the streaming paths.
+
+The first block's inputs are captured once; then each block is opened, its calibration activations run
+through it with hooks feeding the statistics ops, it is solved and sliced, and its outputs become the
+next block's inputs. Dense mode: statistics of the unpruned model, one forward pass in total. Sequential
+mode (liar.sequential): the pruned model's inputs, fitted to the dense model's outputs.
 
 The mathematics lives in pure functions elsewhere (stats, criteria, structure, allocation, functional);
 this module owns the hooks and the order of work.
@@ -8,17 +11,18 @@ this module owns the hooks and the order of work.
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from liar import allocation, criteria
+from liar.activations import TensorStore
 from liar.allocation import Budget
 from liar.config import PruneConfig
 from liar.models.base import Architecture
@@ -27,7 +31,7 @@ from liar.report import LayerReport
 from liar.stats import GramStats
 from liar.structure import LayerShape, attn_unit_scores
 
-log = logging.getLogger(__name__)
+NewStore = Callable[[], TensorStore]
 
 
 @dataclass
@@ -37,13 +41,36 @@ class CalibBatch:
 
 
 @dataclass
-class LayerInput:
-    """What one calibration batch hands a block: hidden states and the other call arguments."""
+class BatchMeta:
+    """Everything but the hidden states that one calibration batch hands every block."""
 
-    hidden: torch.Tensor
     args: tuple
     kwargs: dict
     mask: torch.Tensor | None  # [B, L] bool, True = real token; None = every token
+
+
+class Blocks(Protocol):
+    """The model's blocks, opened one at a time (in memory: always there; streaming: read from shards)."""
+
+    def __len__(self) -> int: ...
+
+    def open(self, index: int) -> nn.Module: ...
+
+    def close(self, index: int, layer: nn.Module, report: LayerReport | None) -> None: ...
+
+
+class InMemoryBlocks:
+    def __init__(self, layers: nn.ModuleList):
+        self.layers = layers
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def open(self, index: int) -> nn.Module:
+        return self.layers[index]
+
+    def close(self, index: int, layer: nn.Module, report: LayerReport | None) -> None:
+        return None
 
 
 class _Captured(Exception):
@@ -52,13 +79,14 @@ class _Captured(Exception):
         self.args_, self.kwargs_ = args, kwargs
 
 
-def capture_inputs(model: nn.Module, first: nn.Module, batches: list[CalibBatch], device) -> list[LayerInput]:
-    """Run each batch up to the first block and keep what that block would have been called with."""
+def capture_inputs(model: nn.Module, first: nn.Module, batches: list[CalibBatch], device: torch.device,
+                   hidden: TensorStore) -> list[BatchMeta]:
+    """Run each batch up to the first block; its hidden states go to `hidden`, the rest is returned."""
 
     def stop(_module, args, kwargs):
         raise _Captured(args, kwargs)
 
-    captured = []
+    metas = []
     handle = first.register_forward_pre_hook(stop, with_kwargs=True)
     try:
         for batch in batches:
@@ -67,13 +95,13 @@ def capture_inputs(model: nn.Module, first: nn.Module, batches: list[CalibBatch]
                 model(input_ids=batch.input_ids.to(device), attention_mask=mask, use_cache=False)
             except _Captured as c:
                 args, kwargs = c.args_, dict(c.kwargs_)
-                hidden = args[0] if args else kwargs.pop("hidden_states")
-                captured.append(LayerInput(hidden, tuple(args[1:]), kwargs, None if mask is None else mask.bool()))
+                hidden.append(args[0] if args else kwargs.pop("hidden_states"))
+                metas.append(BatchMeta(tuple(args[1:]), kwargs, None if mask is None else mask.bool()))
             else:
                 raise RuntimeError("the model never called its first block; is the layer list right?")
     finally:
         handle.remove()
-    return captured
+    return metas
 
 
 @contextmanager
@@ -94,75 +122,123 @@ def accumulate(consumers: dict[nn.Module, GramStats], state: dict) -> Iterator[N
             h.remove()
 
 
-def run_block(block: nn.Module, inputs: list[LayerInput], consumers: dict[nn.Module, GramStats]) -> list[LayerInput]:
-    """Forward every batch through `block`, accumulating consumer statistics; returns the outputs."""
+def block_output(out) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def run_block(block: nn.Module, metas: list[BatchMeta], hidden: Iterable[torch.Tensor],
+              consumers: dict[nn.Module, GramStats], out: TensorStore | None) -> TensorStore | None:
+    """Forward every batch through `block`, accumulating consumer statistics; outputs go to `out`."""
     state: dict = {}
-    outputs = []
     with accumulate(consumers, state):
-        for inp in inputs:
-            state["mask"] = inp.mask
-            out = block(inp.hidden, *inp.args, **inp.kwargs)
-            outputs.append(replace(inp, hidden=out[0] if isinstance(out, tuple) else out))
-    return outputs
-
-
-def _new_stats(arch: Architecture, layer: nn.Module, backend: str) -> dict[str, GramStats]:
-    device = arch.attn_consumer(layer).weight.device
-    return {
-        "attn": GramStats.zeros(arch.attn_consumer(layer).in_features, device, backend),
-        "mlp": GramStats.zeros(arch.ffn_consumer(layer).in_features, device, backend),
-    }
-
-
-def _consumers(arch: Architecture, layer: nn.Module, stats: dict[str, GramStats]) -> dict[nn.Module, GramStats]:
-    return {arch.attn_consumer(layer): stats["attn"], arch.ffn_consumer(layer): stats["mlp"]}
+        for meta, h in zip(metas, hidden, strict=True):
+            state["mask"] = meta.mask
+            y = block_output(block(h, *meta.args, **meta.kwargs))
+            if out is not None:
+                out.append(y)
+    return out
 
 
 def generator(config: PruneConfig, layer: int, kind: str) -> torch.Generator:
     return torch.Generator().manual_seed(config.seed * 1_000_003 + 2 * layer + (kind == "mlp"))
 
 
-def global_budgets(model, arch, batches, shapes, config, device) -> list[Budget]:
+def new_stats(arch: Architecture, layer: nn.Module, backend: str, cls=GramStats) -> dict:
+    device = arch.attn_consumer(layer).weight.device
+    return {"attn": cls.zeros(arch.attn_consumer(layer).in_features, device, backend),
+            "mlp": cls.zeros(arch.ffn_consumer(layer).in_features, device, backend)}
+
+
+def consumer_map(arch: Architecture, layer: nn.Module, stats: dict) -> dict:
+    return {arch.attn_consumer(layer): stats["attn"], arch.ffn_consumer(layer): stats["mlp"]}
+
+
+def dense_step(arch: Architecture, layer: nn.Module, shape: LayerShape, budget: Budget, metas: list[BatchMeta],
+               hidden: TensorStore, config: PruneConfig, index: int, new_store: NewStore
+               ) -> tuple[LayerReport, TensorStore]:
+    """Statistics of the dense block, its outputs for the next block, then the block pruned in place."""
+    stats = new_stats(arch, layer, config.backend)
+    out = run_block(layer, metas, hidden, consumer_map(arch, layer, stats), new_store())
+    for kind, s in stats.items():
+        s.check_finite(f"layer {index} {kind} consumer inputs")
+    gens = {kind: generator(config, index, kind) for kind in stats}
+    return prune_layer(arch, layer, shape, stats, budget, config, gens, index=index), out
+
+
+def global_budgets(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], metas: list[BatchMeta],
+                   hidden: TensorStore, config: PruneConfig, new_store: NewStore) -> list[Budget]:
     """A scoring pass over the dense model, then one global ranking (see liar.allocation)."""
-    layers = arch.layer_list(model)
-    inputs = capture_inputs(model, layers[0], batches, device)
     attn_scores, ffn_scores = [], []
-    for i, layer in enumerate(tqdm(layers, desc="scoring", unit="layer")):
-        stats = _new_stats(arch, layer, config.backend)
-        inputs = run_block(layer, inputs, _consumers(arch, layer, stats))
-        shape = shapes[i]
+    for i in tqdm(range(len(blocks)), desc="scoring", unit="layer"):
+        layer = blocks.open(i)
+        stats = new_stats(arch, layer, config.backend)
+        out = run_block(layer, metas, hidden, consumer_map(arch, layer, stats), new_store())
+        hidden.clear()
+        hidden = out
+        blocks.close(i, layer, None)
         head = criteria.unit_scores(criteria.channel_scores(
             config.criterion, arch.attn_consumer(layer).weight, stats["attn"], generator(config, i, "attn")),
-            shape.head_dim)
-        attn_scores.append(attn_unit_scores(head, shape, config.gqa))
+            shapes[i].head_dim)
+        attn_scores.append(attn_unit_scores(head, shapes[i], config.gqa))
         ffn_scores.append(criteria.channel_scores(
             config.criterion, arch.ffn_consumer(layer).weight, stats["mlp"], generator(config, i, "mlp")))
+    hidden.clear()
     return allocation.global_(shapes, attn_scores, ffn_scores, config.ratio, config.gqa, config.min_keep)
+
+
+def uniform_budgets(arch: Architecture, model_config, shapes: list[LayerShape], config: PruneConfig) -> list[Budget]:
+    heads_ok = lambda heads: arch.heads_ok(model_config, heads)  # noqa: E731
+    return [allocation.uniform(s, config.ratio, config.gqa, config.min_keep, heads_ok) for s in shapes]
+
+
+def prune_blocks(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], budgets: list[Budget],
+                 metas: list[BatchMeta], teacher: TensorStore, student: TensorStore | None, config: PruneConfig,
+                 new_store: NewStore, start: int = 0) -> list[LayerReport]:
+    """Prune blocks start.. in order. Dense mode reads `teacher` only; sequential mode also `student`."""
+    from liar.sequential import sequential_step
+
+    reports = []
+    for i in tqdm(range(start, len(blocks)), desc="pruning", unit="layer", initial=start, total=len(blocks)):
+        began = time.perf_counter()
+        layer = blocks.open(i)
+        if student is None:
+            report, out = dense_step(arch, layer, shapes[i], budgets[i], metas, teacher, config, i, new_store)
+            teacher.clear()
+            teacher = out
+        else:
+            report, t_out, s_out = sequential_step(arch, layer, shapes[i], budgets[i], metas, teacher, student,
+                                                   config, i, new_store)
+            teacher.clear()
+            student.clear()
+            teacher, student = t_out, s_out
+        report.seconds = time.perf_counter() - began
+        blocks.close(i, layer, report)
+        reports.append(report)
+    teacher.clear()
+    if student is not None:
+        student.clear()
+    return reports
 
 
 @torch.no_grad()
 def prune_model(model: nn.Module, arch: Architecture, batches: list[CalibBatch], config: PruneConfig,
-                device: torch.device) -> list[LayerReport]:
-    """Prune every block of `model` in place (dense calibration mode); returns one report per block."""
+                device: torch.device, new_store: NewStore) -> list[LayerReport]:
+    """Prune every block of an in-memory `model` in place; returns one report per block."""
     layers = arch.layer_list(model)
+    blocks = InMemoryBlocks(layers)
     head_dim = arch.head_dim(model.config)
     shapes = [LayerShape.of(arch, layer, head_dim) for layer in layers]
     if config.allocation == "global":
-        budgets = global_budgets(model, arch, batches, shapes, config, device)
+        hidden = new_store()
+        metas = capture_inputs(model, layers[0], batches, device, hidden)
+        budgets = global_budgets(arch, blocks, shapes, metas, hidden, config, new_store)
     else:
-        heads_ok = lambda heads: arch.heads_ok(model.config, heads)  # noqa: E731
-        budgets = [allocation.uniform(s, config.ratio, config.gqa, config.min_keep, heads_ok) for s in shapes]
-    inputs = capture_inputs(model, layers[0], batches, device)
-    reports = []
-    for i, layer in enumerate(tqdm(layers, desc="pruning", unit="layer")):
-        start = time.perf_counter()
-        stats = _new_stats(arch, layer, config.backend)
-        inputs = run_block(layer, inputs, _consumers(arch, layer, stats))
-        for kind, s in stats.items():
-            s.check_finite(f"layer {i} {kind} consumer inputs")
-        gens = {kind: generator(config, i, kind) for kind in stats}
-        report = prune_layer(arch, layer, shapes[i], stats, budgets[i], config, gens, index=i)
-        report.seconds = time.perf_counter() - start
-        reports.append(report)
-        log.debug("layer %d: %s", i, report)
-    return reports
+        budgets = uniform_budgets(arch, model.config, shapes, config)
+    teacher = new_store()
+    metas = capture_inputs(model, layers[0], batches, device, teacher)
+    student = None
+    if config.calibration == "sequential":
+        student = new_store()
+        for h in teacher:
+            student.append(h)
+    return prune_blocks(arch, blocks, shapes, budgets, metas, teacher, student, config, new_store)

@@ -8,17 +8,23 @@ from torch import nn
 from liar import criteria
 from liar.allocation import Budget
 from liar.config import PruneConfig
-from liar.functional import reconstruct
+from liar.functional import reconstruct, reconstruct_sequential
 from liar.models.base import Architecture, set_linear, slice_rows
 from liar.report import LayerReport, ModuleReport
-from liar.stats import GramStats
+from liar.stats import CrossStats, GramStats
 from liar.structure import LayerShape, heads_to_channels, select_heads, select_neurons
 
 SOLVE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+Stats = GramStats | CrossStats
+
+
+def _own(stats: Stats) -> GramStats:
+    """The moments of the inputs the pruned layer will see (what criteria score)."""
+    return stats.student if isinstance(stats, CrossStats) else stats
 
 
 def _reconstruct_consumer(
-    layer: nn.Module, path: str, stats: GramStats, kept_channels: torch.Tensor, config: PruneConfig,
+    layer: nn.Module, path: str, stats: Stats, kept_channels: torch.Tensor, config: PruneConfig,
     report: ModuleReport,
 ) -> None:
     """Replace the consumer at `path` with its reconstruction on `kept_channels`; fill the report."""
@@ -27,10 +33,12 @@ def _reconstruct_consumer(
     if kept_channels.numel() == consumer.in_features:
         report.errors = {"none": 0.0, "bias": 0.0, "liar": 0.0}
         return
-    r = reconstruct(
-        stats, consumer.weight, consumer.bias, kept_channels, mode=config.reconstruct, alpha=config.alpha,
-        intercept=config.intercept, solve_dtype=SOLVE_DTYPES[config.solve_dtype], backend=config.backend,
-    )
+    common = dict(mode=config.reconstruct, alpha=config.alpha, intercept=config.intercept,
+                  solve_dtype=SOLVE_DTYPES[config.solve_dtype])
+    if isinstance(stats, CrossStats):
+        r = reconstruct_sequential(stats, consumer.weight, consumer.bias, kept_channels, **common)
+    else:
+        r = reconstruct(stats, consumer.weight, consumer.bias, kept_channels, backend=config.backend, **common)
     set_linear(layer, path, r.weight, r.bias)
     report.errors = r.errors
     if r.info is not None:
@@ -38,11 +46,11 @@ def _reconstruct_consumer(
 
 
 def prune_attention(
-    arch: Architecture, layer: nn.Module, shape: LayerShape, stats: GramStats, units_removed: int,
+    arch: Architecture, layer: nn.Module, shape: LayerShape, stats: Stats, units_removed: int,
     config: PruneConfig, gen: torch.Generator,
 ) -> ModuleReport:
     o = arch.attn_consumer(layer)
-    channel = criteria.channel_scores(config.criterion, o.weight, stats, gen)
+    channel = criteria.channel_scores(config.criterion, o.weight, _own(stats), gen)
     plan = select_heads(criteria.unit_scores(channel, shape.head_dim), shape, config.gqa, units_removed)
     report = ModuleReport(
         kind="attn", units_before=shape.sizes.num_heads, units_after=plan.kept_heads.numel(),
@@ -54,14 +62,15 @@ def prune_attention(
     kv_rows = heads_to_channels(plan.kept_kv, shape.head_dim)
     slice_rows(layer, arch.k, kv_rows)
     slice_rows(layer, arch.v, kv_rows)
+    arch.refresh_layer(layer, shape.head_dim)
     return report
 
 
 def prune_ffn(
-    arch: Architecture, layer: nn.Module, shape: LayerShape, stats: GramStats, removed: int,
+    arch: Architecture, layer: nn.Module, shape: LayerShape, stats: Stats, removed: int,
     config: PruneConfig, gen: torch.Generator,
 ) -> ModuleReport:
-    channel = criteria.channel_scores(config.criterion, arch.ffn_consumer(layer).weight, stats, gen)
+    channel = criteria.channel_scores(config.criterion, arch.ffn_consumer(layer).weight, _own(stats), gen)
     kept = select_neurons(channel, removed)
     report = ModuleReport(
         kind="mlp", units_before=shape.sizes.ffn, units_after=kept.numel(), kept=kept.tolist(),
@@ -70,6 +79,7 @@ def prune_ffn(
     _reconstruct_consumer(layer, arch.ffn_out, stats, kept, config, report)
     for path in arch.ffn_in:
         slice_rows(layer, path, kept)
+    arch.refresh_layer(layer, shape.head_dim)
     return report
 
 
@@ -79,5 +89,4 @@ def prune_layer(
 ) -> LayerReport:
     attn = prune_attention(arch, layer, shape, stats["attn"], budget.attn_units, config, gens["attn"])
     mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, gens["mlp"])
-    arch.refresh_layer(layer, shape.head_dim)
     return LayerReport(index=index, attn=attn, mlp=mlp)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from liar.stats import GramStats
+    from liar.stats import CrossStats, GramStats
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +198,50 @@ def relative_errors(
         "bias": residual_energy(stats, W, kept, pruned, None, mu_S) / total,
         "liar": residual_energy(stats, W, kept, pruned, liar.Q, liar.P) / total,
     }
+
+
+def sequential_fit(
+    cross: CrossStats, W: torch.Tensor, b: torch.Tensor | None, kept: torch.Tensor, alpha: float = 1e-2,
+    intercept: bool = True, dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor | None, SolveInfo]:
+    """Fit the pruned consumer on student inputs to the dense output on teacher inputs:
+
+        min ‖W x_t + b − W' x_s,R − b'‖²,  ridge-damped toward W_R:
+        W' = W_R + (W C_ts[:, R] − W_R C_ss,RR)(C_ss,RR + λI)⁻¹,   b' = b + W μ_t − W' μ_s,R
+
+    With identical teacher and student inputs this is exactly the dense LIAR solution.
+    """
+    student = cross.student
+    moment = student.covariance() if intercept else student.gram() / cross.n
+    kept = kept.to(moment.device)
+    A = _sub(moment, kept, kept)
+    W64 = W.to(device=moment.device, dtype=torch.float64)
+    W_R = W64.index_select(1, kept)
+    delta = W64 @ cross.cross(intercept).index_select(1, kept) - W_R @ A
+    X, info = damped_solve(A, delta.T, alpha, dtype)
+    weight = W_R + X.T.to(torch.float64)
+    bias = None if b is None else b.to(device=moment.device, dtype=torch.float64)
+    if intercept:
+        shift = W64 @ cross.s_t.double() / cross.n - weight @ student.mean().index_select(0, kept)
+        bias = shift if bias is None else bias + shift
+    return weight.to(W.dtype), None if bias is None else bias.to(W.dtype), info
+
+
+def sequential_error(
+    cross: CrossStats, W: torch.Tensor, b: torch.Tensor | None, kept: torch.Tensor,
+    W_new: torch.Tensor, b_new: torch.Tensor | None,
+) -> float:
+    """Σ‖W x_t + b − W' x_s,R − b'‖² / Σ‖W x_t + b‖² over the calibration tokens (float64)."""
+    G, n = cross.student.gram(), cross.n
+    kept = kept.to(G.device)
+    f64 = lambda t: None if t is None else t.to(device=G.device, dtype=torch.float64)  # noqa: E731
+    W64, b64, Wn, bn = f64(W), f64(b), f64(W_new), f64(b_new)
+    s_R = cross.s_s.double().index_select(0, kept)
+    H = W64 @ cross.G_ts.double().index_select(1, kept)  # Σ y_t x_s,Rᵀ without the bias part
+    h = W64 @ cross.s_t.double()  # Σ y_t without the bias part
+    if b64 is not None:
+        H, h = H + torch.outer(b64, s_R), h + n * b64
+    energy = cross.target_energy - 2 * float((Wn * H).sum()) + float(((Wn @ _sub(G, kept, kept)) * Wn).sum())
+    if bn is not None:
+        energy += -2 * float(bn @ h) + 2 * float(bn @ (Wn @ s_R)) + n * float(bn @ bn)
+    return max(energy, 0.0) / max(cross.target_energy, 1e-30)

@@ -78,3 +78,52 @@ class GramStats:
         self.s += other.s
         self.n += other.n
         return self
+
+
+@dataclass
+class CrossStats:
+    """Sequential-mode statistics of one consumer: student inputs x_s (pruned model) against teacher inputs
+    x_t (dense model). G_ss: [D, D] upper triangle valid, G_ts: [D, D] full, s_s, s_t: [D], n tokens, and
+    target_energy = Σ‖W x_t + b‖², the dense consumer output energy (measured on its output)."""
+
+    G_ss: torch.Tensor
+    G_ts: torch.Tensor
+    s_s: torch.Tensor
+    s_t: torch.Tensor
+    n: int = 0
+    target_energy: float = 0.0
+    backend: str = "auto"
+
+    @classmethod
+    def zeros(cls, dim: int, device: torch.device | str = "cpu", backend: str = "auto") -> CrossStats:
+        z = lambda *shape: torch.zeros(*shape, dtype=torch.float32, device=device)  # noqa: E731
+        return cls(G_ss=z(dim, dim), G_ts=z(dim, dim), s_s=z(dim), s_t=z(dim), backend=backend)
+
+    def update(self, x_s: torch.Tensor, x_t: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """x_s, x_t: [..., D] of the same tokens; mask: [...] bool, True = a real token."""
+        xs, xt = x_s.reshape(-1, x_s.shape[-1]), x_t.reshape(-1, x_t.shape[-1])
+        m = None if mask is None else mask.reshape(-1).to(device=xs.device, dtype=torch.bool)
+        self.n += ops.gram_update_cross(self.G_ss, self.G_ts, self.s_s, self.s_t, xs, xt, m, backend=self.backend)
+
+    def add_target(self, y_t: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        y = y_t.reshape(-1, y_t.shape[-1]).to(torch.float64)
+        if mask is not None:
+            y = y[mask.reshape(-1).to(device=y.device, dtype=torch.bool)]
+        self.target_energy += float(y.square().sum())
+
+    @property
+    def student(self) -> GramStats:
+        """The student's own moments (what criteria and the dense formulas read)."""
+        return GramStats(G=self.G_ss, s=self.s_s, n=self.n, backend=self.backend)
+
+    def cross(self, intercept: bool, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """C_ts = G_ts/N − μ_t μ_sᵀ (or G_ts/N without intercept): [D_t, D_s]."""
+        moment = self.G_ts.to(dtype) / self.n
+        if intercept:
+            moment = moment - torch.outer(self.s_t.to(dtype), self.s_s.to(dtype)) / self.n**2
+        return moment
+
+    def check_finite(self, where: str) -> None:
+        self.student.check_finite(where)
+        if not (torch.isfinite(self.s_t).all() and torch.isfinite(self.G_ts).all()):
+            raise FloatingPointError(f"{where}: NaN/Inf in the dense (teacher) activations")

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 import transformers
-from safetensors import safe_open
 from transformers import AutoConfig, AutoTokenizer
 
 from liar.models import architecture_for
-from liar.models.base import set_linear
+from liar.io.blocks import block_prefix, load_block
+from liar.io.shards import ShardReader
 from liar.resources import package_file
 
 log = logging.getLogger(__name__)
@@ -79,30 +79,22 @@ def resolve_source(model: str | os.PathLike | None) -> Path:
     return path
 
 
-def _model_class(config):
+def read_config(path: Path):
+    """(config, has per-layer widths) of a checkpoint folder, including liar's per-layer format."""
+    raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if raw.get("model_type") != PRUNED_MODEL_TYPE:
+        return AutoConfig.from_pretrained(path), False
+    raw["model_type"] = raw.pop(BASE_TYPE_KEY)
+    return transformers.CONFIG_MAPPING[raw["model_type"]].from_dict(raw), True
+
+
+def model_class(config):
     names = getattr(config, "architectures", None) or []
     for name in names:
         cls = getattr(transformers, name, None)
         if cls is not None:
             return cls
     return transformers.AutoModelForCausalLM
-
-
-def _checkpoint_tensors(path: Path) -> dict[str, str]:
-    """Tensor name -> the safetensors file holding it."""
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        return {k: str(path / v) for k, v in json.loads(index.read_text())["weight_map"].items()}
-    single = path / "model.safetensors"
-    with safe_open(single, "pt") as f:
-        return {k: str(single) for k in f.keys()}  # noqa: SIM118  (safe_open has no __iter__)
-
-
-def _read(files: dict[str, str], name: str) -> torch.Tensor | None:
-    if name not in files:
-        return None
-    with safe_open(files[name], "pt") as f:
-        return f.get_tensor(name)
 
 
 def load_pruned(path: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
@@ -112,38 +104,22 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype | None = None, devic
     from the checkpoint's own tensors (shapes and biases as saved), so nothing depends on custom code.
     """
     path = Path(path)
-    raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    if raw.get("model_type") != PRUNED_MODEL_TYPE:
-        config = AutoConfig.from_pretrained(path)
-        return _model_class(config).from_pretrained(path, dtype=dtype).to(device).eval()
-    raw["model_type"] = raw.pop(BASE_TYPE_KEY)
-    config = transformers.CONFIG_MAPPING[raw["model_type"]].from_dict(raw)
+    config, per_layer = read_config(path)
+    if not per_layer:
+        return model_class(config).from_pretrained(path, dtype=dtype).to(device).eval()
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the base-sized blocks mismatch by design; they are replaced
     try:
-        model = _model_class(config).from_pretrained(path, config=config, dtype=dtype, ignore_mismatched_sizes=True)
+        model = model_class(config).from_pretrained(path, config=config, dtype=dtype, ignore_mismatched_sizes=True)
     finally:
         transformers.logging.set_verbosity(verbosity)
     arch = architecture_for(model)
-    files = _checkpoint_tensors(path)
-    prefix = _layer_prefix(files, arch)
+    reader = ShardReader(path)
+    prefix = block_prefix(reader, arch)
     head_dim = arch.head_dim(model.config)
     for i, layer in enumerate(arch.layer_list(model)):
-        for kind in ("attn", "mlp"):
-            for sub in arch.linears(layer, kind):
-                weight = _read(files, f"{prefix}{i}.{sub}.weight")
-                bias = _read(files, f"{prefix}{i}.{sub}.bias")
-                wdtype = dtype or weight.dtype
-                set_linear(layer, sub, weight.to(wdtype), None if bias is None else bias.to(wdtype))
-        arch.refresh_layer(layer, head_dim)
+        load_block(arch, layer, f"{prefix}{i}.", reader, dtype, "cpu", head_dim)
     return model.to(device).eval()
-
-
-def _layer_prefix(files: dict[str, str], arch) -> str:
-    for path in arch.layers:
-        if any(k.startswith(f"{path}.0.") for k in files):
-            return f"{path}."
-    raise ValueError(f"the checkpoint has no tensors under {arch.layers}")
 
 
 def mark_per_layer_format(config_file: Path) -> None:

@@ -1,0 +1,83 @@
+"""safetensors checkpoints read tensor by tensor (memory-mapped) and written shard by shard, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+INDEX_NAME = "model.safetensors.index.json"
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+SINGLE_NAME = "model.safetensors"
+
+
+class ShardReader:
+    """Name → tensor over a single-file or sharded checkpoint; each file is opened (mmap) once."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        index = self.folder / INDEX_NAME
+        if index.is_file():
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            self.files = {name: self.folder / file for name, file in weight_map.items()}
+        elif (self.folder / SINGLE_NAME).is_file():
+            with safe_open(self.folder / SINGLE_NAME, "pt") as f:
+                self.files = {name: self.folder / SINGLE_NAME for name in f.keys()}  # noqa: SIM118
+        else:
+            raise FileNotFoundError(f"{self.folder} has neither {SINGLE_NAME} nor {INDEX_NAME}")
+        self._handles: dict[Path, object] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.files
+
+    def keys(self) -> list[str]:
+        return list(self.files)
+
+    def _handle(self, name: str):
+        if name not in self.files:
+            raise KeyError(f"{name} is not in the checkpoint {self.folder}")
+        path = self.files[name]
+        if path not in self._handles:
+            self._handles[path] = safe_open(path, "pt")
+        return self._handles[path]
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._handle(name).get_tensor(name)
+
+    def meta(self, name: str) -> torch.Tensor:
+        """A meta tensor with the stored shape and dtype (reads no data)."""
+        piece = self._handle(name).get_slice(name)
+        dtype = getattr(torch, _SAFETENSORS_DTYPES[piece.get_dtype()])
+        return torch.empty(piece.get_shape(), dtype=dtype, device="meta")
+
+    def dtype(self) -> torch.dtype:
+        """The dtype of the checkpoint's floating tensors (its first matrix)."""
+        name = next(n for n in self.files if n.endswith(".weight"))
+        return self.get(name).dtype
+
+
+def shard_name(index: int, total: int) -> str:
+    return f"model-{index:05d}-of-{total:05d}.safetensors"
+
+
+def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> int:
+    """Write tensors to `path` via a temporary file and a rename; returns the bytes of tensor data."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
+    os.replace(tmp, path)
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def shard_keys(path: Path) -> list[str]:
+    with safe_open(path, "pt") as f:
+        return list(f.keys())  # noqa: SIM118
+
+
+def write_index(folder: Path, weight_map: dict[str, str], total_size: int) -> None:
+    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+    (folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,82 @@
+"""Sequential calibration: every block sees the already-pruned model's activations (the student) and its
+consumers are fitted to the dense model's outputs (the teacher) through the teacher–student cross-Gram.
+
+Per block, three passes over the calibration batches:
+  A. teacher through the dense block (its outputs, its consumer inputs, the dense consumer outputs), and
+     the student up to the attention consumer → attention cross statistics; prune attention.
+  B. the student through the block with pruned attention, up to the FFN consumer, against the cached
+     teacher FFN inputs → FFN cross statistics; prune the FFN.
+  C. the student through the pruned block → the next block's student inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from liar.allocation import Budget
+from liar.config import PruneConfig
+from liar.models.base import Architecture
+from liar.pipeline import BatchMeta, NewStore, block_output, generator, new_stats, run_block
+from liar.prune_layer import prune_attention, prune_ffn
+from liar.report import LayerReport
+from liar.activations import TensorStore
+from liar.stats import CrossStats
+from liar.structure import LayerShape
+
+
+class _Stop(Exception):
+    """Raised once the last tensor a pass needs is captured, so the rest of the block is skipped."""
+
+
+def _record(block: nn.Module, meta: BatchMeta, hidden: torch.Tensor, capture: list[nn.Module],
+            stop_at: nn.Module | None = None, targets: dict[nn.Module, CrossStats] | None = None,
+            ) -> tuple[dict[nn.Module, torch.Tensor], torch.Tensor | None]:
+    """Inputs of the `capture` modules (and the block output unless stopped early); the outputs of
+    `targets` modules add to their dense output energy."""
+    seen: dict[nn.Module, torch.Tensor] = {}
+
+    def grab(module, args):
+        seen[module] = args[0]
+        if module is stop_at:
+            raise _Stop
+
+    def energy(module, _args, output):
+        targets[module].add_target(output, meta.mask)
+
+    handles = [m.register_forward_pre_hook(grab) for m in capture]
+    handles += [m.register_forward_hook(energy) for m in (targets or {})]
+    try:
+        out = block_output(block(hidden, *meta.args, **meta.kwargs))
+    except _Stop:
+        out = None
+    finally:
+        for h in handles:
+            h.remove()
+    return seen, out
+
+
+def sequential_step(
+    arch: Architecture, layer: nn.Module, shape: LayerShape, budget: Budget, metas: list[BatchMeta],
+    teacher: TensorStore, student: TensorStore, config: PruneConfig, index: int, new_store: NewStore,
+) -> tuple[LayerReport, TensorStore, TensorStore]:
+    o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
+    stats = new_stats(arch, layer, config.backend, cls=CrossStats)
+    t_out, s_out, t_ffn_in = new_store(), new_store(), new_store()
+    for meta, h_t, h_s in zip(metas, teacher, student, strict=True):
+        x_t, y_t = _record(layer, meta, h_t, [o, down], targets={o: stats["attn"], down: stats["mlp"]})
+        t_out.append(y_t)
+        t_ffn_in.append(x_t[down])
+        x_s, _ = _record(layer, meta, h_s, [o], stop_at=o)
+        stats["attn"].update(x_s[o], x_t[o], meta.mask)
+    stats["attn"].check_finite(f"layer {index} attn consumer inputs")
+    attn = prune_attention(arch, layer, shape, stats["attn"], budget.attn_units, config,
+                           generator(config, index, "attn"))
+    for meta, h_s, x_t in zip(metas, student, t_ffn_in, strict=True):
+        x_s, _ = _record(layer, meta, h_s, [down], stop_at=down)
+        stats["mlp"].update(x_s[down], x_t, meta.mask)
+    t_ffn_in.clear()
+    stats["mlp"].check_finite(f"layer {index} mlp consumer inputs")
+    mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, generator(config, index, "mlp"))
+    run_block(layer, metas, student, {}, s_out)
+    return LayerReport(index=index, attn=attn, mlp=mlp), t_out, s_out
