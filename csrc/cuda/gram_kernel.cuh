@@ -1,0 +1,190 @@
+// The CUDA Gram tile kernel: C[tile] += x_aᵀ x_b over a range of tokens, 16-bit inputs (bf16/fp16) on the
+// tensor cores (WMMA 16×16×16) with fp32 accumulators, tiles staged through shared memory by cp.async in two
+// stages, column sums fused into the programs that own them, split-K with atomics for small layers.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_pipeline.h>
+#include <mma.h>
+
+#include <cstdint>
+
+namespace liar::cuda {
+
+constexpr int kBlock = 128;          // output tile side (square: symmetric launches index tile pairs i ≤ j)
+constexpr int kBK = 32;              // tokens per K-step
+constexpr int kThreads = 256;        // 8 warps as 2 × 4, each owning 64 × 32 of the tile
+constexpr int kLd = kBlock + 8;      // shared row pitch in elements: +16 B staggers the fragment loads' banks
+constexpr int kStages = 2;           // cp.async double buffering
+constexpr int kVec = 8;              // 16-bit elements per 16-byte cp.async
+
+struct GramArgs {
+  const void* xa;      // [T, DA], row stride lda
+  const void* xb;      // [T, DB], row stride ldb
+  const bool* mask;    // [T] or nullptr
+  float* c;            // [DA, DB], row stride ldc
+  float* sa;           // [DA] sums owned by the first tile column, or nullptr
+  float* sb;           // [DB] sums owned by the diagonal tiles, or nullptr
+  int64_t T, DA, DB, lda, ldb, ldc;
+  int64_t per_split;   // tokens per blockIdx.y, a multiple of kBK
+  bool symmetric;
+};
+
+template <typename T>
+struct Stage {
+  T a[kBK][kLd];  // a[t][i]: tokens × the tile's A channels (col-major A for the fragments)
+  T b[kBK][kLd];  // b[t][j]: tokens × the tile's B channels (row-major B)
+};
+
+// torch builds with __CUDA_NO_HALF_CONVERSIONS__ / __CUDA_NO_BFLOAT16_CONVERSIONS__: convert explicitly.
+__device__ inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ inline float to_float(__half v) { return __half2float(v); }
+template <typename T>
+__device__ inline T zero();
+template <>
+__device__ inline __nv_bfloat16 zero<__nv_bfloat16>() { return __float2bfloat16(0.0f); }
+template <>
+__device__ inline __half zero<__half>() { return __float2half(0.0f); }
+
+// Tile pair (i, j), i ≤ j, of a linear index in column order: (0,0), (0,1), (1,1), (0,2), ...
+__device__ inline void upper_tile(int64_t tile, int64_t& i, int64_t& j) {
+  j = static_cast<int64_t>((sqrt(8.0 * static_cast<double>(tile) + 1.0) - 1.0) * 0.5);
+  while ((j + 1) * (j + 2) / 2 <= tile) ++j;
+  while (j * (j + 1) / 2 > tile) --j;
+  i = tile - j * (j + 1) / 2;
+}
+
+__device__ inline bool keep_row(const GramArgs& g, int64_t t, int64_t t_end) {
+  return t < t_end && (g.mask == nullptr || g.mask[t]);
+}
+
+// Stage tokens [t0, t0 + kBK) × channels [c0, c0 + kBlock) of x into dst; rows dropped by the mask, past the
+// range, or channels past D are zero. kVecLoad: 16-byte cp.async (needs D, ld and the base 8-element aligned).
+template <typename T, bool kVecLoad>
+__device__ inline void stage_tile(const GramArgs& g, const T* x, int64_t ld, int64_t D, int64_t c0, int64_t t0,
+                                  int64_t t_end, T (&dst)[kBK][kLd]) {
+  if constexpr (kVecLoad) {
+    for (int v = threadIdx.x; v < kBK * kBlock / kVec; v += kThreads) {
+      const int r = v / (kBlock / kVec), col = (v % (kBlock / kVec)) * kVec;
+      const bool ok = keep_row(g, t0 + r, t_end) && c0 + col < D;
+      const T* src = ok ? x + (t0 + r) * ld + c0 + col : x;
+      __pipeline_memcpy_async(&dst[r][col], src, 16, ok ? 0 : 16);
+    }
+  } else {
+    for (int e = threadIdx.x; e < kBK * kBlock; e += kThreads) {
+      const int r = e / kBlock, col = e % kBlock;
+      const bool ok = keep_row(g, t0 + r, t_end) && c0 + col < D;
+      dst[r][col] = ok ? x[(t0 + r) * ld + c0 + col] : zero<T>();
+    }
+  }
+}
+
+template <typename T>
+using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, T, nvcuda::wmma::col_major>;
+template <typename T>
+using FragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, T, nvcuda::wmma::row_major>;
+using FragC = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>;
+
+// One warp's 64 × 32 share of the tile over one staged K-step: 4 × 2 fragments.
+template <typename T>
+__device__ inline void mma_stage(const Stage<T>& st, int wr, int wc, FragC (&acc)[4][2]) {
+#pragma unroll
+  for (int kk = 0; kk < kBK; kk += 16) {
+    FragA<T> fa[4];
+    FragB<T> fb[2];
+#pragma unroll
+    for (int fi = 0; fi < 4; ++fi) nvcuda::wmma::load_matrix_sync(fa[fi], &st.a[kk][wr * 64 + fi * 16], kLd);
+#pragma unroll
+    for (int fj = 0; fj < 2; ++fj) nvcuda::wmma::load_matrix_sync(fb[fj], &st.b[kk][wc * 32 + fj * 16], kLd);
+#pragma unroll
+    for (int fi = 0; fi < 4; ++fi)
+#pragma unroll
+      for (int fj = 0; fj < 2; ++fj) nvcuda::wmma::mma_sync(acc[fi][fj], fa[fi], fb[fj], acc[fi][fj]);
+  }
+}
+
+__device__ inline void add_out(float* p, float v, bool atomic) {
+  if (atomic) {
+    atomicAdd(p, v);
+  } else {
+    *p += v;
+  }
+}
+
+// Adds the warp's fragments into C through a 16 × 16 shared scratch per warp (fragment layouts are opaque).
+__device__ inline void store_tile(const GramArgs& g, FragC (&acc)[4][2], float (*scratch)[16 * 16], int64_t i0,
+                                  int64_t j0, int wr, int wc, bool atomic) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int fi = 0; fi < 4; ++fi) {
+#pragma unroll
+    for (int fj = 0; fj < 2; ++fj) {
+      nvcuda::wmma::store_matrix_sync(scratch[warp], acc[fi][fj], 16, nvcuda::wmma::mem_row_major);
+      __syncwarp();
+      for (int e = lane; e < 256; e += 32) {
+        const int64_t i = i0 + wr * 64 + fi * 16 + e / 16, j = j0 + wc * 32 + fj * 16 + e % 16;
+        if (i < g.DA && j < g.DB) add_out(g.c + i * g.ldc + j, scratch[warp][e], atomic);
+      }
+      __syncwarp();
+    }
+  }
+}
+
+template <typename T, bool kVecLoad>
+__global__ void __launch_bounds__(kThreads) gram_tiles_kernel(const GramArgs g) {
+  __shared__ __align__(128) Stage<T> stages[kStages];
+  int64_t ti, tj;
+  if (g.symmetric) {
+    upper_tile(blockIdx.x, ti, tj);
+  } else {
+    const int64_t nb = (g.DB + kBlock - 1) / kBlock;
+    ti = blockIdx.x / nb;
+    tj = blockIdx.x % nb;
+  }
+  const int64_t i0 = ti * kBlock, j0 = tj * kBlock;
+  const int64_t t_begin = blockIdx.y * g.per_split;
+  const int64_t t_end = t_begin + g.per_split < g.T ? t_begin + g.per_split : g.T;
+  const int steps = t_end > t_begin ? static_cast<int>((t_end - t_begin + kBK - 1) / kBK) : 0;
+  const int warp = threadIdx.x / 32, wr = warp / 4, wc = warp % 4;
+  // Sums: threads 0..127 sum B column j0 + tid on diagonal tiles, threads 128..255 A column i0 + tid - 128
+  // on the first tile column.
+  const bool sum_b = g.sb != nullptr && ti == tj && threadIdx.x < kBlock;
+  const bool sum_a = g.sa != nullptr && tj == 0 && threadIdx.x >= kBlock;
+  const int sum_col = threadIdx.x % kBlock;
+  float partial = 0.0f;
+  FragC acc[4][2];
+#pragma unroll
+  for (int fi = 0; fi < 4; ++fi)
+#pragma unroll
+    for (int fj = 0; fj < 2; ++fj) nvcuda::wmma::fill_fragment(acc[fi][fj], 0.0f);
+  const T* xa = static_cast<const T*>(g.xa);
+  const T* xb = static_cast<const T*>(g.xb);
+  auto stage = [&](int s) {
+    const int64_t t0 = t_begin + static_cast<int64_t>(s) * kBK;
+    stage_tile<T, kVecLoad>(g, xa, g.lda, g.DA, i0, t0, t_end, stages[s % kStages].a);
+    stage_tile<T, kVecLoad>(g, xb, g.ldb, g.DB, j0, t0, t_end, stages[s % kStages].b);
+    __pipeline_commit();
+  };
+  if (steps > 0) stage(0);
+  for (int s = 0; s < steps; ++s) {
+    if (s + 1 < steps) {
+      stage(s + 1);
+      __pipeline_wait_prior(1);
+    } else {
+      __pipeline_wait_prior(0);
+    }
+    __syncthreads();
+    const Stage<T>& st = stages[s % kStages];
+    mma_stage(st, wr, wc, acc);
+    if (sum_b || sum_a)
+      for (int r = 0; r < kBK; ++r) partial += to_float(sum_b ? st.b[r][sum_col] : st.a[r][sum_col]);
+    __syncthreads();  // the next iteration overwrites this stage
+  }
+  const bool atomic = gridDim.y > 1;
+  store_tile(g, acc, reinterpret_cast<float (*)[16 * 16]>(&stages[0]), i0, j0, wr, wc, atomic);
+  if (sum_b && j0 + sum_col < g.DB) add_out(g.sb + j0 + sum_col, partial, atomic);
+  if (sum_a && i0 + sum_col < g.DA) add_out(g.sa + i0 + sum_col, partial, atomic);
+}
+
+}  // namespace liar::cuda
