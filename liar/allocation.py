@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from liar.models.base import LayerSizes
 from liar.structure import LayerShape
 
 
@@ -83,3 +84,10 @@ def global_(
             continue
         removed += cost
     return [Budget(attn_units=u, neurons=n) for u, n in zip(units, neurons, strict=True)]
+
+
+def sizes_after(shape: LayerShape, budget: Budget, gqa: str) -> LayerSizes:
+    """The widths a layer will have once `budget` is removed."""
+    kv = shape.sizes.num_kv_heads - (0 if shape.attn_mode(gqa) == "per-group" else budget.attn_units)
+    return LayerSizes(num_heads=shape.heads_after(gqa, budget.attn_units), num_kv_heads=kv,
+                      ffn=shape.sizes.ffn - budget.neurons)

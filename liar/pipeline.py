@@ -175,13 +175,13 @@ def global_budgets(arch: Architecture, blocks: Blocks, shapes: list[LayerShape],
         out = run_block(layer, metas, hidden, consumer_map(arch, layer, stats), new_store())
         hidden.clear()
         hidden = out
-        blocks.close(i, layer, None)
         head = criteria.unit_scores(criteria.channel_scores(
             config.criterion, arch.attn_consumer(layer).weight, stats["attn"], generator(config, i, "attn")),
             shapes[i].head_dim)
         attn_scores.append(attn_unit_scores(head, shapes[i], config.gqa))
         ffn_scores.append(criteria.channel_scores(
             config.criterion, arch.ffn_consumer(layer).weight, stats["mlp"], generator(config, i, "mlp")))
+        blocks.close(i, layer, None)
     hidden.clear()
     return allocation.global_(shapes, attn_scores, ffn_scores, config.ratio, config.gqa, config.min_keep)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +64,16 @@ class PruneReport:
             for l in raw["layers"]
         ]
         return cls(**raw)
+
+    def add_solver_warnings(self) -> None:
+        """Every escalated damping or fallback solve, as a warning (logged and kept in the report)."""
+        for layer in self.layers:
+            for m in (layer.attn, layer.mlp):
+                if m.escalations or m.fallback:
+                    msg = (f"layer {layer.index} {m.kind}: damping raised {m.escalations}x to λ={m.lam:.3g}"
+                           + (f", solved by {m.fallback}" if m.fallback else ""))
+                    self.warnings.append(msg)
+                    log.warning(msg)
 
     def mean_errors(self, kind: str) -> dict[str, float]:
         """Mean relative calibration error per reconstruction mode over layers, for 'attn' or 'mlp'."""

@@ -84,7 +84,7 @@ def test_input_folder_untouched_and_output_never_inside_it(model_dir, tmp_path):
     out = tmp_path / "pruned"
     liar.prune(model_dir, out, liar.PruneConfig(**FAST), calibration=calib_ids())
     assert _digest(model_dir) == before
-    assert (out / "model.safetensors").is_file()
+    assert (out / "model.safetensors.index.json").is_file() and (out / "config.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left behind
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
@@ -39,39 +40,65 @@ def check_destination(out: Path, source: Path | None, overwrite: bool) -> None:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
 
 
-def _sizes(arch: Architecture, model: nn.Module, head_dim: int) -> list[LayerSizes]:
-    return [arch.layer_sizes(layer, head_dim) for layer in arch.layer_list(model)]
+@dataclass(frozen=True)
+class ExportPlan:
+    """How the pruned model is described: stock config (uniform, expressible) or liar's per-layer format."""
+
+    stock: bool
+    sizes: list[LayerSizes]
+    bias_flags: dict[str, str]  # block kind -> config flag switched on (its linears all get a bias)
 
 
-def _bias_flag_needed(arch: Architecture, model: nn.Module, kind: str) -> tuple[bool, str | None]:
-    """(can the stock config express this block's consumer biases, the config flag to switch on)."""
-    consumers = [arch.attn_consumer(l) if kind == "attn" else arch.ffn_consumer(l) for l in arch.layer_list(model)]
-    flag = arch.bias_flag(kind)
-    already = kind in arch.native_bias or (flag is not None and getattr(model.config, flag, False))
-    if already or all(c.bias is None for c in consumers):
-        return True, None
-    return flag is not None, flag
+def plan_export(arch: Architecture, config, sizes: list[LayerSizes], consumer_bias: dict[str, bool]) -> ExportPlan:
+    """consumer_bias[kind]: does any pruned layer's consumer of that block carry a bias."""
+    uniform = len(set(sizes)) == 1 and arch.stock_expresses_heads(config, sizes[0].num_heads)
+    flags, expressible = {}, True
+    for kind in ("attn", "mlp"):
+        flag = arch.bias_flag(kind)
+        already = kind in arch.native_bias or (flag is not None and getattr(config, flag, False))
+        if consumer_bias[kind] and not already:
+            expressible &= flag is not None
+            if flag is not None:
+                flags[kind] = flag
+    stock = uniform and expressible
+    return ExportPlan(stock=stock, sizes=sizes, bias_flags=flags if stock else {})
+
+
+def add_flagged_biases(arch: Architecture, layer: nn.Module, plan: ExportPlan) -> None:
+    """A switched-on config flag gives every linear of its block a bias: zeros where there was none."""
+    for kind in plan.bias_flags:
+        for path in arch.linears(layer, kind):
+            ensure_bias(layer, path)
+
+
+def apply_plan(arch: Architecture, config, plan: ExportPlan, head_dim: int) -> None:
+    config.head_dim = head_dim
+    if plan.stock:
+        arch.apply_sizes(config, plan.sizes[0], head_dim)
+        for flag in plan.bias_flags.values():
+            setattr(config, flag, True)
+        config.__dict__.pop(LAYER_SIZES_KEY, None)
+    else:
+        setattr(config, LAYER_SIZES_KEY, [s.to_dict() for s in plan.sizes])
 
 
 def finalize_config(arch: Architecture, model: nn.Module) -> bool:
-    """Make model.config describe the pruned model; returns True when stock transformers can load it."""
-    config = model.config
-    head_dim = arch.head_dim(config)
-    sizes = _sizes(arch, model, head_dim)
-    config.head_dim = head_dim
-    needed = {kind: _bias_flag_needed(arch, model, kind) for kind in ("attn", "mlp")}
-    if len(set(sizes)) == 1 and all(ok for ok, _ in needed.values()) and arch.heads_ok(config, sizes[0].num_heads):
-        arch.apply_sizes(config, sizes[0], head_dim)
-        for kind, (_, flag) in needed.items():
-            if flag is not None:
-                setattr(config, flag, True)
-                for layer in arch.layer_list(model):
-                    for path in arch.linears(layer, kind):
-                        ensure_bias(layer, path)
-        config.__dict__.pop(LAYER_SIZES_KEY, None)
-        return True
-    setattr(config, LAYER_SIZES_KEY, [s.to_dict() for s in sizes])
-    return False
+    """Make an in-memory pruned model and its config agree on the export; True when stock-loadable."""
+    head_dim = arch.head_dim(model.config)
+    layers = arch.layer_list(model)
+    consumer_bias = {"attn": any(arch.attn_consumer(l).bias is not None for l in layers),
+                     "mlp": any(arch.ffn_consumer(l).bias is not None for l in layers)}
+    plan = plan_export(arch, model.config, [arch.layer_sizes(l, head_dim) for l in layers], consumer_bias)
+    for layer in layers:
+        add_flagged_biases(arch, layer, plan)
+    apply_plan(arch, model.config, plan, head_dim)
+    return plan.stock
+
+
+def export_note(arch: Architecture) -> str:
+    """Why an output is not stock-loadable, for the report."""
+    return arch.stock_note or ("per-layer widths, or biases the stock config cannot carry: load the output with "
+                               "liar.load_pruned (use --allocation uniform and/or --no-bias for a stock checkpoint)")
 
 
 def _needed_bytes(model: nn.Module) -> int:

@@ -19,10 +19,13 @@ SINGLE_NAME = "model.safetensors"
 class ShardReader:
     """Name → tensor over a single-file or sharded checkpoint; each file is opened (mmap) once."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, files: list[Path] | None = None):
+        """`files`: read exactly these shards (e.g. a run's finished ones) instead of the folder's index."""
         self.folder = Path(folder)
         index = self.folder / INDEX_NAME
-        if index.is_file():
+        if files is not None:
+            self.files = {name: path for path in files for name in shard_keys(path)}
+        elif index.is_file():
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
             self.files = {name: self.folder / file for name, file in weight_map.items()}
         elif (self.folder / SINGLE_NAME).is_file():

@@ -1,0 +1,1 @@
+"""Layer streaming: prune checkpoints larger than memory, one block at a time, resumably."""
