@@ -87,32 +87,33 @@ def damped_solve(
     """X = (A + λI)⁻¹ B with λ = alpha · mean(diag A); A: [R, R] symmetric PSD, B: [R, S] → X: [R, S].
 
     Cholesky (`cholesky_ex`, no exceptions) in `dtype`; on failure λ grows ×10 up to 8 times, then a float64
-    eigh solve. Never silent: the returned SolveInfo says what happened.
+    eigh solve. Never silent: the returned SolveInfo says what happened. The damping is added to a private
+    copy of A in place, so the solve holds two R×R matrices (A and its factor).
     """
     if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
         raise FloatingPointError("non-finite statistics reached the solver; check the calibration activations")
-    A, B = A.to(dtype), B.to(dtype)
-    scale = float(A.diagonal().mean()) if A.numel() else 0.0
-    lam = alpha * scale
+    A, B = A.to(dtype, copy=True), B.to(dtype)
+    diag = A.diagonal()
+    scale = float(diag.mean()) if A.numel() else 0.0
+    lam, applied = alpha * scale, 0.0
     floor = max(scale, 1e-12) * 1e-6
-    eye = torch.eye(A.shape[0], dtype=dtype, device=A.device)
     for escalation in range(MAX_ESCALATIONS + 1):
-        L, info = torch.linalg.cholesky_ex(A + lam * eye)
+        diag.add_(lam - applied)
+        applied = lam
+        L, info = torch.linalg.cholesky_ex(A)
         if int(info) == 0:
             X = torch.cholesky_solve(B, L)
             if torch.isfinite(X).all():
                 if escalation:
                     log.warning("Cholesky needed λ raised %d× to %.3g", escalation, lam)
                 return X, SolveInfo(lam=lam, escalations=escalation)
+        del L
         lam = max(lam * ESCALATION_FACTOR, floor)
+    diag.sub_(applied)
     lam0 = max(alpha * scale, floor)
     X, how = _fallback_solve(A, B, lam0)
     log.warning("Cholesky failed after %d escalations; solved by %s with λ=%.3g", MAX_ESCALATIONS, how, lam0)
     return X.to(dtype), SolveInfo(lam=lam0, escalations=MAX_ESCALATIONS, fallback=how)
-
-
-def _sub(M: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    return M.index_select(0, rows).index_select(1, cols)
 
 
 def interpolation(
@@ -124,13 +125,12 @@ def interpolation(
     dtype: torch.dtype = torch.float32,
 ) -> Interpolation:
     """Q = C_SR (C_RR + λI)⁻¹ and P = μ_S − Q μ_R (P = 0 and uncentered moments without intercept)."""
-    moment = stats.covariance() if intercept else stats.gram() / stats.n
-    kept, pruned = kept.to(moment.device), pruned.to(moment.device)
-    Qt, info = damped_solve(_sub(moment, kept, kept), _sub(moment, kept, pruned), alpha, dtype)
+    A = stats.moment(kept, kept, intercept, dtype)
+    Qt, info = damped_solve(A, stats.moment(kept, pruned, intercept, dtype), alpha, dtype)
     Q = Qt.T
     if intercept:
         mu = stats.mean(dtype)
-        P = mu[pruned] - Q @ mu[kept]
+        P = mu[pruned.to(mu.device)] - Q @ mu[kept.to(mu.device)]
     else:
         P = torch.zeros(pruned.numel(), dtype=dtype, device=Q.device)
     return Interpolation(Q=Q, P=P, info=info)
@@ -154,50 +154,41 @@ def fold(
     return W_R.to(W.dtype), None if bias is None else bias.to(W.dtype if b is None else b.dtype)
 
 
-def residual_energy(
-    stats: GramStats, W: torch.Tensor, kept: torch.Tensor, pruned: torch.Tensor,
-    Q: torch.Tensor | None, P: torch.Tensor | None,
-) -> float:
-    """Σ_t ‖W_S (x_S − Q x_R − P)‖² over the calibration tokens, from the statistics alone (float64)."""
-    G, s, n = stats.gram(), stats.s.double(), stats.n
-    kept, pruned = kept.to(G.device), pruned.to(G.device)
-    W_S = W.index_select(1, pruned.to(W.device)).to(device=G.device, dtype=torch.float64)
-    M = _sub(G, pruned, pruned)
-    r_sum = s[pruned]
-    if Q is not None:
-        Q64 = Q.to(device=G.device, dtype=torch.float64)
-        G_SR = _sub(G, pruned, kept)
-        M = M - Q64 @ G_SR.T - G_SR @ Q64.T + Q64 @ _sub(G, kept, kept) @ Q64.T
-        r_sum = r_sum - Q64 @ s[kept]
-    if P is not None:
-        P64 = P.to(device=G.device, dtype=torch.float64)
-        M = M - torch.outer(r_sum, P64) - torch.outer(P64, r_sum) + n * torch.outer(P64, P64)
-    return float(((W_S @ M) * W_S).sum())
+def output_error(stats: GramStats, dW: torch.Tensor, db: torch.Tensor | None, dtype: torch.dtype) -> float:
+    """Σ_t ‖dW x_t + db‖² over the calibration tokens, from (G, s, N): tr(dW G dWᵀ) + 2 dbᵀ dW s + N‖db‖².
 
-
-def output_energy(stats: GramStats, W: torch.Tensor, b: torch.Tensor | None) -> float:
-    """Σ_t ‖W x_t + b‖² of the dense layer over the calibration tokens (float64)."""
+    A quadratic form in the PSD G, evaluated directly (no difference of large terms), so the solve dtype
+    suffices; dW: [d_out, D] in `dtype`.
+    """
     G = stats.gram()
-    W64 = W.to(device=G.device, dtype=torch.float64)
-    energy = float(((W64 @ G) * W64).sum())
-    if b is not None:
-        b64 = b.to(device=G.device, dtype=torch.float64)
-        energy += 2.0 * float(b64 @ (W64 @ stats.s.double())) + stats.n * float(b64 @ b64)
-    return energy
+    energy = float(((dW @ G.to(dtype)) * dW).sum())
+    if db is not None:
+        energy += 2.0 * float(db @ (dW @ stats.s.to(dtype))) + stats.n * float(db @ db)
+    return max(energy, 0.0)
 
 
 def relative_errors(
     stats: GramStats, W: torch.Tensor, b: torch.Tensor | None, kept: torch.Tensor, pruned: torch.Tensor,
     liar: Interpolation,
 ) -> dict[str, float]:
-    """Relative output error ‖Y − Y'‖² / ‖Y‖² on the calibration data for none, bias and liar."""
-    total = max(output_energy(stats, W, b), 1e-30)
-    mu_S = stats.mean().index_select(0, pruned.to(stats.s.device))
-    return {
-        "none": residual_energy(stats, W, kept, pruned, None, None) / total,
-        "bias": residual_energy(stats, W, kept, pruned, None, mu_S) / total,
-        "liar": residual_energy(stats, W, kept, pruned, liar.Q, liar.P) / total,
-    }
+    """Relative output error ‖Y − Y'‖² / ‖Y‖² on the calibration data for none, bias and liar.
+
+    The output differences are W_S x_S (none), W_S (x_S − μ_S) (bias), W_S (x_S − Q x_R − P) (liar): each is
+    one weight difference dW (W_S on S, −W_S Q on R) and bias difference db in a quadratic form.
+    """
+    dtype = liar.Q.dtype
+    device = stats.G.device
+    kept, pruned = kept.to(device), pruned.to(device)
+    Wd = W.to(device=device, dtype=dtype)
+    W_S = Wd.index_select(1, pruned)
+    dW = torch.zeros_like(Wd)
+    dW[:, pruned] = W_S
+    total = max(output_error(stats, Wd, None if b is None else b.to(device=device, dtype=dtype), dtype), 1e-30)
+    errors = {"none": output_error(stats, dW, None, dtype),
+              "bias": output_error(stats, dW, -(W_S @ stats.mean(dtype)[pruned]), dtype)}
+    dW[:, kept] = -(W_S @ liar.Q.to(device))
+    errors["liar"] = output_error(stats, dW, -(W_S @ liar.P.to(device)), dtype)
+    return {mode: e / total for mode, e in errors.items()}
 
 
 def sequential_fit(
@@ -212,17 +203,18 @@ def sequential_fit(
     With identical teacher and student inputs this is exactly the dense LIAR solution.
     """
     student = cross.student
-    moment = student.covariance() if intercept else student.gram() / cross.n
-    kept = kept.to(moment.device)
-    A = _sub(moment, kept, kept)
-    W64 = W.to(device=moment.device, dtype=torch.float64)
-    W_R = W64.index_select(1, kept)
-    delta = W64 @ cross.cross(intercept).index_select(1, kept) - W_R @ A
+    device = student.G.device
+    kept = kept.to(device)
+    work = torch.float64  # delta = W C_ts − W_R C_ss is a difference of close terms: form it in fp64
+    A = student.moment(kept, kept, intercept, work)
+    Wd = W.to(device=device, dtype=work)
+    W_R = Wd.index_select(1, kept)
+    delta = Wd @ cross.cross(kept, intercept, work) - W_R @ A
     X, info = damped_solve(A, delta.T, alpha, dtype)
-    weight = W_R + X.T.to(torch.float64)
-    bias = None if b is None else b.to(device=moment.device, dtype=torch.float64)
+    weight = W_R + X.T.to(work)
+    bias = None if b is None else b.to(device=device, dtype=work)
     if intercept:
-        shift = W64 @ cross.s_t.double() / cross.n - weight @ student.mean().index_select(0, kept)
+        shift = Wd @ (cross.s_t.to(work) / cross.n) - weight @ student.mean(work)[kept]
         bias = shift if bias is None else bias + shift
     return weight.to(W.dtype), None if bias is None else bias.to(W.dtype), info
 
@@ -231,17 +223,19 @@ def sequential_error(
     cross: CrossStats, W: torch.Tensor, b: torch.Tensor | None, kept: torch.Tensor,
     W_new: torch.Tensor, b_new: torch.Tensor | None,
 ) -> float:
-    """Σ‖W x_t + b − W' x_s,R − b'‖² / Σ‖W x_t + b‖² over the calibration tokens (float64)."""
-    G, n = cross.student.gram(), cross.n
+    """Σ‖W x_t + b − W' x_s,R − b'‖² / Σ‖W x_t + b‖² over the calibration tokens (float64 scalars)."""
+    student = cross.student
+    G, n = student.gram(), cross.n
     kept = kept.to(G.device)
-    f64 = lambda t: None if t is None else t.to(device=G.device, dtype=torch.float64)  # noqa: E731
-    W64, b64, Wn, bn = f64(W), f64(b), f64(W_new), f64(b_new)
-    s_R = cross.s_s.double().index_select(0, kept)
-    H = W64 @ cross.G_ts.double().index_select(1, kept)  # Σ y_t x_s,Rᵀ without the bias part
-    h = W64 @ cross.s_t.double()  # Σ y_t without the bias part
-    if b64 is not None:
-        H, h = H + torch.outer(b64, s_R), h + n * b64
-    energy = cross.target_energy - 2 * float((Wn * H).sum()) + float(((Wn @ _sub(G, kept, kept)) * Wn).sum())
+    f32 = lambda t: None if t is None else t.to(device=G.device, dtype=torch.float32)  # noqa: E731
+    W32, b32, Wn, bn = f32(W), f32(b), f32(W_new), f32(b_new)
+    s_R = student.s.index_select(0, kept)
+    H = W32 @ cross.G_ts.index_select(1, kept)  # Σ y_t x_s,Rᵀ without the bias part
+    h = W32 @ cross.s_t  # Σ y_t without the bias part
+    if b32 is not None:
+        H, h = H + torch.outer(b32, s_R), h + n * b32
+    G_RR = G.index_select(0, kept).index_select(1, kept)
+    energy = cross.target_energy - 2 * float((Wn.double() * H.double()).sum()) + float(((Wn @ G_RR) * Wn).sum())
     if bn is not None:
-        energy += -2 * float(bn @ h) + 2 * float(bn @ (Wn @ s_R)) + n * float(bn @ bn)
+        energy += -2 * float(bn.double() @ h.double()) + 2 * float(bn @ (Wn @ s_R)) + n * float(bn @ bn)
     return max(energy, 0.0) / max(cross.target_energy, 1e-30)

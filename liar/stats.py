@@ -14,6 +14,9 @@ import torch
 from liar import ops
 
 
+MIRROR_BLOCK = 1024  # rows mirrored per step: bounds the temporary of the in-place symmetrization
+
+
 @dataclass
 class GramStats:
     """Running sums for a D-dimensional input. G: [D, D] fp32 (upper triangle valid), s: [D] fp32."""
@@ -22,6 +25,7 @@ class GramStats:
     s: torch.Tensor
     n: int = 0
     backend: str = "auto"
+    symmetric: bool = False  # True once the lower triangle mirrors the upper one
 
     @classmethod
     def zeros(cls, dim: int, device: torch.device | str = "cpu", backend: str = "auto") -> GramStats:
@@ -40,19 +44,41 @@ class GramStats:
         x2 = x.reshape(-1, x.shape[-1])
         m = None if mask is None else mask.reshape(-1).to(device=x2.device, dtype=torch.bool)
         self.n += ops.gram_update(self.G, self.s, x2, m, backend=self.backend)
+        self.symmetric = False
 
-    def gram(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The full symmetric G, read from its upper triangle."""
-        upper = self.G.to(dtype).triu()
-        return upper + upper.triu(1).T
+    def gram(self) -> torch.Tensor:
+        """The full symmetric G (fp32), mirrored in place from the upper triangle: no D×D copy."""
+        if not self.symmetric:
+            G = self.G
+            for start in range(0, self.dim, MIRROR_BLOCK):
+                rows = slice(start, min(start + MIRROR_BLOCK, self.dim))
+                G[rows, :start] = G[:start, rows].T
+                diag = G[rows, rows]
+                diag.copy_(diag.triu() + diag.triu(1).T)
+            self.symmetric = True
+        return self.G
 
     def mean(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         return self.s.to(dtype) / self.n
 
+    def moment(self, rows: torch.Tensor, cols: torch.Tensor, intercept: bool = True,
+               dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Block [rows, cols] of C = G/N − μμᵀ (or of G/N without intercept), formed in `dtype`.
+
+        Only the block is converted: the subtraction, where precision is lost, happens in `dtype`.
+        """
+        G = self.gram()
+        rows, cols = rows.to(G.device), cols.to(G.device)
+        block = G.index_select(0, rows).index_select(1, cols).to(dtype) / self.n
+        if intercept:
+            mu = self.mean(dtype)
+            block -= torch.outer(mu[rows], mu[cols])
+        return block
+
     def covariance(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """C = G/N − μμᵀ, formed in `dtype` (fp64 by default: the subtraction is where precision is lost)."""
-        mu = self.mean(dtype)
-        return self.gram(dtype) / self.n - torch.outer(mu, mu)
+        """The full C = G/N − μμᵀ in `dtype`."""
+        every = torch.arange(self.dim, device=self.G.device)
+        return self.moment(every, every, True, dtype)
 
     def sq_norm(self) -> torch.Tensor:
         """Per-channel mean square E[x_j²] = G_jj / N, fp64: [D]."""
@@ -77,33 +103,38 @@ class GramStats:
         self.G += other.G
         self.s += other.s
         self.n += other.n
+        self.symmetric = self.symmetric and other.symmetric
         return self
 
 
 @dataclass
 class CrossStats:
     """Sequential-mode statistics of one consumer: student inputs x_s (pruned model) against teacher inputs
-    x_t (dense model). G_ss: [D, D] upper triangle valid, G_ts: [D, D] full, s_s, s_t: [D], n tokens, and
+    x_t (dense model): the student's own GramStats, G_ts = Σ x_t x_sᵀ [D, D] (full), s_t = Σ x_t, and
     target_energy = Σ‖W x_t + b‖², the dense consumer output energy (measured on its output)."""
 
-    G_ss: torch.Tensor
+    student: GramStats
     G_ts: torch.Tensor
-    s_s: torch.Tensor
     s_t: torch.Tensor
-    n: int = 0
     target_energy: float = 0.0
-    backend: str = "auto"
 
     @classmethod
     def zeros(cls, dim: int, device: torch.device | str = "cpu", backend: str = "auto") -> CrossStats:
-        z = lambda *shape: torch.zeros(*shape, dtype=torch.float32, device=device)  # noqa: E731
-        return cls(G_ss=z(dim, dim), G_ts=z(dim, dim), s_s=z(dim), s_t=z(dim), backend=backend)
+        return cls(student=GramStats.zeros(dim, device, backend),
+                   G_ts=torch.zeros(dim, dim, dtype=torch.float32, device=device),
+                   s_t=torch.zeros(dim, dtype=torch.float32, device=device))
+
+    @property
+    def n(self) -> int:
+        return self.student.n
 
     def update(self, x_s: torch.Tensor, x_t: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """x_s, x_t: [..., D] of the same tokens; mask: [...] bool, True = a real token."""
         xs, xt = x_s.reshape(-1, x_s.shape[-1]), x_t.reshape(-1, x_t.shape[-1])
         m = None if mask is None else mask.reshape(-1).to(device=xs.device, dtype=torch.bool)
-        self.n += ops.gram_update_cross(self.G_ss, self.G_ts, self.s_s, self.s_t, xs, xt, m, backend=self.backend)
+        s = self.student
+        s.n += ops.gram_update_cross(s.G, self.G_ts, s.s, self.s_t, xs, xt, m, backend=s.backend)
+        s.symmetric = False
 
     def add_target(self, y_t: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         y = y_t.reshape(-1, y_t.shape[-1]).to(torch.float64)
@@ -111,17 +142,13 @@ class CrossStats:
             y = y[mask.reshape(-1).to(device=y.device, dtype=torch.bool)]
         self.target_energy += float(y.square().sum())
 
-    @property
-    def student(self) -> GramStats:
-        """The student's own moments (what criteria and the dense formulas read)."""
-        return GramStats(G=self.G_ss, s=self.s_s, n=self.n, backend=self.backend)
-
-    def cross(self, intercept: bool, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """C_ts = G_ts/N − μ_t μ_sᵀ (or G_ts/N without intercept): [D_t, D_s]."""
-        moment = self.G_ts.to(dtype) / self.n
+    def cross(self, cols: torch.Tensor, intercept: bool, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Columns `cols` of C_ts = G_ts/N − μ_t μ_sᵀ (or G_ts/N without intercept): [D_t, len(cols)]."""
+        cols = cols.to(self.G_ts.device)
+        block = self.G_ts.index_select(1, cols).to(dtype) / self.n
         if intercept:
-            moment = moment - torch.outer(self.s_t.to(dtype), self.s_s.to(dtype)) / self.n**2
-        return moment
+            block -= torch.outer(self.s_t.to(dtype), self.student.s[cols].to(dtype)) / self.n**2
+        return block
 
     def check_finite(self, where: str) -> None:
         self.student.check_finite(where)

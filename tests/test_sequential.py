@@ -48,7 +48,9 @@ def test_sequential_first_attention_matches_dense_mode():
     b, rep_b = prune_copy(dense_model, ratio=0.3, calibration="sequential")
     assert rep_a.layers[0].attn.kept == rep_b.layers[0].attn.kept
     for name, p in a.model.layers[0].self_attn.named_parameters():
-        torch.testing.assert_close(p, b.model.layers[0].self_attn.get_parameter(name), rtol=1e-4, atol=1e-5)
+        other = b.model.layers[0].self_attn.get_parameter(name)
+        # Two fp32 solves of differently formed systems agree to ~ε·cond; cond ≲ 1/α = 100 here.
+        assert float((other - p).norm()) <= 1e-4 * float(p.norm()) + 1e-12
     assert not torch.allclose(a.model.layers[0].mlp.down_proj.weight, b.model.layers[0].mlp.down_proj.weight)
     assert rep_b.config["calibration"] == "sequential"
 
