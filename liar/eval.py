@@ -1,4 +1,5 @@
-"""Perplexity of a causal LM on a token stream: non-overlapping windows, fp32/fp64 loss accumulation."""
+"""Evaluation: perplexity of a causal LM on a token stream (non-overlapping windows, fp32/fp64 loss
+accumulation), and accuracy of a sequence classifier on labelled texts (batched, padded, no grads)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,45 @@ def perplexity(model, ids: torch.Tensor, seqlen: int = 512, batch_size: int = 4)
         nll += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"))
         count += target.numel()
     return {"ppl": math.exp(nll / count), "nll": nll / count, "tokens": count, "seqlen": seqlen}
+
+
+def label_ids(raw: list, config) -> list[int]:
+    """Class indices for raw labels: integers (or integer strings) as they are, names via config.label2id."""
+    names = {str(k).lower(): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
+    out = []
+    for label in raw:
+        text = str(label).strip()
+        if text.lstrip("-").isdigit():
+            out.append(int(text))
+        elif text.lower() in names:
+            out.append(names[text.lower()])
+        else:
+            raise ValueError(f"label {label!r} is neither an integer nor one of the model's labels "
+                             f"({', '.join(names) or 'none defined'}); write labels as class indices")
+    bad = [y for y in out if not 0 <= y < config.num_labels]
+    if bad:
+        raise ValueError(f"label {bad[0]} is outside the model's {config.num_labels} classes")
+    return out
+
+
+@torch.no_grad()
+def accuracy(model, tokenizer, texts: list[str], labels: list[int], batch_size: int = 64,
+             max_length: int = 128) -> dict:
+    """Argmax accuracy of a sequence classifier over `texts` (truncated to max_length tokens).
+
+    Texts are batched in length order, so each batch pads to nearly its own length (about 2x fewer tokens
+    than random batches on Rotten Tomatoes sentences); padding is masked, so the order changes no result.
+    """
+    if len(texts) != len(labels) or not texts:
+        raise ValueError(f"need as many labels as texts (and at least one); got {len(texts)} and {len(labels)}")
+    device = next(model.parameters()).device
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    target = torch.as_tensor(labels, dtype=torch.long)
+    correct = 0
+    for start in tqdm(range(0, len(order), batch_size), desc="accuracy", unit="batch", leave=False):
+        idx = order[start : start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt").to(device)
+        predicted = model(**enc).logits.argmax(dim=-1).cpu()
+        correct += int((predicted == target[idx]).sum())
+    return {"accuracy": correct / len(texts), "n": len(texts), "correct": correct}

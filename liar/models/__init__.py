@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from liar.models.base import Architecture, LayerSizes
+from liar.models.bert import BERT
 from liar.models.llama import LLAMA, MISTRAL, QWEN2
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -14,7 +15,7 @@ def register(arch: Architecture) -> Architecture:
     return arch
 
 
-for _arch in (LLAMA, MISTRAL, QWEN2):
+for _arch in (LLAMA, MISTRAL, QWEN2, BERT):
     register(_arch)
 
 

@@ -47,6 +47,9 @@ class Architecture:
     native_bias: tuple[str, ...] = ()  # blocks ('attn', 'mlp') whose consumer always has a bias (BERT)
     refresh: Callable[[nn.Module, LayerSizes, int], None] | None = None  # (layer, sizes, head_dim)
     stock_heads_ok: Callable[[object, int], bool] | None = None  # (config, num_heads): can the stock config say it?
+    allocation_follows_stock: bool = True  # uniform allocation picks only head counts the stock config can say
+    encoder: bool = False  # calibrate on whole sentences padded per batch, not fixed-length token windows
+    stock_note: str | None = None  # why an output is not stock-loadable, when the generic reason misleads
 
     # ---- navigation -------------------------------------------------------------------------------
     def layer_list(self, model: nn.Module) -> nn.ModuleList:
@@ -103,8 +106,13 @@ class Architecture:
     def bias_flag(self, kind: str) -> str | None:
         return self.attn_bias_flag if kind == "attn" else self.mlp_bias_flag
 
-    def heads_ok(self, config, num_heads: int) -> bool:
+    def stock_expresses_heads(self, config, num_heads: int) -> bool:
         return self.stock_heads_ok is None or self.stock_heads_ok(config, num_heads)
+
+    def heads_ok(self, config, num_heads: int) -> bool:
+        """Head counts uniform allocation may choose: the stock-expressible ones, unless the architecture opts
+        out (BERT's config can say only the original count, which would forbid head pruning)."""
+        return not self.allocation_follows_stock or self.stock_expresses_heads(config, num_heads)
 
     def refresh_layer(self, layer: nn.Module, head_dim: int) -> None:
         if self.refresh is not None:
