@@ -82,17 +82,17 @@ def _fallback_solve(A: torch.Tensor, B: torch.Tensor, lam: float) -> tuple[torch
 
 
 def damped_solve(
-    A: torch.Tensor, B: torch.Tensor, alpha: float, dtype: torch.dtype = torch.float32
+    A: torch.Tensor, B: torch.Tensor, alpha: float, dtype: torch.dtype = torch.float32, overwrite_a: bool = False,
 ) -> tuple[torch.Tensor, SolveInfo]:
     """X = (A + λI)⁻¹ B with λ = alpha · mean(diag A); A: [R, R] symmetric PSD, B: [R, S] → X: [R, S].
 
     Cholesky (`cholesky_ex`, no exceptions) in `dtype`; on failure λ grows ×10 up to 8 times, then a float64
-    eigh solve. Never silent: the returned SolveInfo says what happened. The damping is added to a private
-    copy of A in place, so the solve holds two R×R matrices (A and its factor).
+    eigh solve. Never silent: the returned SolveInfo says what happened. The damping is added in place to A
+    (to a copy unless `overwrite_a` and A is already in `dtype`), so the solve holds two R×R matrices.
     """
     if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
         raise FloatingPointError("non-finite statistics reached the solver; check the calibration activations")
-    A, B = A.to(dtype, copy=True), B.to(dtype)
+    A, B = A.to(dtype, copy=not overwrite_a), B.to(dtype)
     diag = A.diagonal()
     scale = float(diag.mean()) if A.numel() else 0.0
     lam, applied = alpha * scale, 0.0
@@ -126,7 +126,7 @@ def interpolation(
 ) -> Interpolation:
     """Q = C_SR (C_RR + λI)⁻¹ and P = μ_S − Q μ_R (P = 0 and uncentered moments without intercept)."""
     A = stats.moment(kept, kept, intercept, dtype)
-    Qt, info = damped_solve(A, stats.moment(kept, pruned, intercept, dtype), alpha, dtype)
+    Qt, info = damped_solve(A, stats.moment(kept, pruned, intercept, dtype), alpha, dtype, overwrite_a=True)
     Q = Qt.T
     if intercept:
         mu = stats.mean(dtype)

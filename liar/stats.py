@@ -69,10 +69,10 @@ class GramStats:
         """
         G = self.gram()
         rows, cols = rows.to(G.device), cols.to(G.device)
-        block = G.index_select(0, rows).index_select(1, cols).to(dtype) / self.n
+        block = G[rows[:, None], cols].to(dtype).div_(self.n)  # one R×C allocation, then in place
         if intercept:
             mu = self.mean(dtype)
-            block -= torch.outer(mu[rows], mu[cols])
+            block.addr_(mu[rows], mu[cols], alpha=-1.0)
         return block
 
     def covariance(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -19,9 +19,14 @@ def load_block(
     base config) and get a bias exactly when the checkpoint has one; other parameters are assigned.
     """
 
+    on_meta = torch.device(device).type == "meta"
+
     def fetch(name: str) -> torch.Tensor:
-        t = reader.meta(prefix + name) if torch.device(device).type == "meta" else reader.get(prefix + name)
-        return t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype)
+        t = reader.meta(prefix + name) if on_meta else reader.get(prefix + name)
+        # A private copy, never a view of the memory-mapped file: once the reader closes, the file pages
+        # leave this process, and each weight is released as soon as pruning replaces it.
+        return t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype,
+                    copy=not on_meta)
 
     linears = {sub for kind in ("attn", "mlp") for sub in arch.linears(layer, kind)}
     for sub in linears:

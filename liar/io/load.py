@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import transformers
 from transformers import AutoConfig, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from liar.models import architecture_for
 from liar.io.blocks import block_prefix, load_block
@@ -89,12 +90,14 @@ def read_config(path: Path):
 
 
 def model_class(config):
-    names = getattr(config, "architectures", None) or []
-    for name in names:
+    """The concrete transformers class: the config's `architectures`, else its causal-LM class."""
+    for name in getattr(config, "architectures", None) or []:
         cls = getattr(transformers, name, None)
         if cls is not None:
             return cls
-    return transformers.AutoModelForCausalLM
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ValueError(f"{type(config).__name__} names no architecture liar can build; set `architectures`")
+    return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
 
 
 def load_pruned(path: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):

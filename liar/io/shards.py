@@ -58,6 +58,10 @@ class ShardReader:
         dtype = getattr(torch, _SAFETENSORS_DTYPES[piece.get_dtype()])
         return torch.empty(piece.get_shape(), dtype=dtype, device="meta")
 
+    def close(self) -> None:
+        """Unmap the files: pages read so far stop counting as this process's memory."""
+        self._handles.clear()
+
     def dtype(self) -> torch.dtype:
         """The dtype of the checkpoint's floating tensors (its first matrix)."""
         name = next(n for n in self.files if n.endswith(".weight"))

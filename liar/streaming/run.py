@@ -94,8 +94,12 @@ def _capture(skeleton: Skeleton, batches: list[CalibBatch], new_store: NewStore)
 
 def _finish(skeleton: Skeleton, run: PartialRun, plan: ExportPlan, out: Path, report: PruneReport,
             overwrite: bool) -> None:
-    """Write the stem shard, index, config, tokenizer files and report, then move the folder into place."""
-    write_shard(run.shard(len(skeleton.layers)), {name: skeleton.reader.get(name) for name in skeleton.stem_tensor_names()})
+    """Write the stem shards, index, config, tokenizer files and report, then move the folder into place.
+
+    Stem tensors (embeddings, head) are copied one per shard: the largest of them bounds the memory used."""
+    for offset, name in enumerate(skeleton.stem_tensor_names()):
+        write_shard(run.shard(len(skeleton.layers) + offset), {name: skeleton.reader.get(name)})
+        skeleton.reader.close()
     weight_map, total = {}, 0
     for path in sorted(run.folder.glob("model-*-of-*.safetensors")):
         for name in shard_keys(path):
@@ -159,7 +163,7 @@ def prune_streaming(skeleton: Skeleton, batches: list[CalibBatch], calibration: 
     shapes = [LayerShape.of(arch, layer, skeleton.head_dim) for layer in layers]
     key = fingerprint({k: v for k, v in config.to_dict().items() if k != "overwrite"},
                       digest_batches(batches), skeleton.source)
-    run = PartialRun(out, key, len(layers), config.overwrite)
+    run = PartialRun(out, key, len(layers) + len(skeleton.stem_tensor_names()), config.overwrite)
     try:
         plan = _prune_all(skeleton, run, shapes, batches, config)
     except (ValueError, FloatingPointError):

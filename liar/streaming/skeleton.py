@@ -15,6 +15,7 @@ from torch import nn
 from liar.io.blocks import block_prefix, load_block
 from liar.io.load import model_class, read_config
 from liar.io.shards import ShardReader
+from liar.memory import trim
 from liar.models import architecture_for
 from liar.models.base import Architecture
 
@@ -43,13 +44,17 @@ class Skeleton:
                 if name and not name.startswith(blocks) and m is not head]
 
     def _materialize_stem(self) -> None:
+        """Buffers first (rotary tables, position ids: rebuilt by the model's own initializer), then every
+        parameter assigned straight from the checkpoint, so no weight is ever allocated twice."""
+        for _, module in self._stem_modules():
+            if any(b.is_meta for b in module.buffers(recurse=False)):
+                module.to_empty(device=self.device, recurse=False)
+                self.model._init_weights(module)
         for name, module in self._stem_modules():
-            module.to_empty(device=self.device, recurse=False)
-            self.model._init_weights(module)  # non-persistent buffers (rotary tables, position ids)
-            for pname, param in list(module.named_parameters(recurse=False)):
-                key = f"{name}.{pname}"
-                tensor = self.reader.get(key).to(device=self.device, dtype=self.dtype)
+            for pname, _ in list(module.named_parameters(recurse=False)):
+                tensor = self.reader.get(f"{name}.{pname}").to(device=self.device, dtype=self.dtype)
                 module._parameters[pname] = nn.Parameter(tensor, requires_grad=False)
+        self.reader.close()
 
     def release_stem(self) -> None:
         """Send the stem back to meta once the first block's inputs are captured."""
@@ -62,8 +67,13 @@ class Skeleton:
 
     def load_layer(self, index: int, reader: ShardReader | None = None, device: str | None = None) -> nn.Module:
         """Materialize block `index` from the input shards (or from `reader`, e.g. the finished output's)."""
-        return load_block(self.arch, self.layers[index], f"{self.prefix}{index}.", reader or self.reader,
-                          self.dtype, device or self.device, self.head_dim)
+        source = reader or self.reader
+        layer = load_block(self.arch, self.layers[index], f"{self.prefix}{index}.", source, self.dtype,
+                           device or self.device, self.head_dim)
+        source.close()
+        return layer
 
     def free_layer(self, index: int) -> None:
         self.layers[index].to("meta")
+        self.reader.close()
+        trim()

@@ -43,9 +43,10 @@ def _report_from_dict(d: dict) -> LayerReport:
 
 
 class PartialRun:
-    def __init__(self, out: Path, key: str, total_blocks: int, overwrite: bool):
+    def __init__(self, out: Path, key: str, total_shards: int, overwrite: bool):
+        """total_shards: one per block, then one per stem tensor (embeddings, final norm, head)."""
         self.folder = out.parent / f".{out.name}.partial"
-        self.total_shards = total_blocks + 1  # one per block, then the rest (embeddings, norm, head)
+        self.total_shards = total_shards
         self.state: dict = {"fingerprint": key, "budgets": None, "reports": [], "params": []}
         if (self.folder / STATE_NAME).is_file():
             found = json.loads((self.folder / STATE_NAME).read_text(encoding="utf-8"))
