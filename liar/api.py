@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from liar import data, ops
+from liar import data, distributed, ops
 from liar.activations import activation_bytes, store_factory
 from liar.config import PruneConfig
 from liar.devices import resolve_device, resolve_dtype
@@ -96,7 +96,7 @@ def prune(
 
 def _prune_streaming(model, out: Path, config: PruneConfig, tokenizer, calibration, command: str) -> PruneReport:
     """A checkpoint folder into an output folder: block by block from the shards, resumable."""
-    device = resolve_device(config.device)
+    device = distributed.init_from_env(resolve_device(config.device))
     if model is not None:
         check_destination(out, Path(model), config.overwrite)  # fail fast, before any conversion
     source = resolve_source(model)
@@ -113,6 +113,7 @@ def _prune_in_memory(model, out, config: PruneConfig, tokenizer, calibration, co
     started = time.perf_counter()
     device = resolve_device(config.device) if not isinstance(model, nn.Module) or config.device != "auto" \
         else next(model.parameters()).device
+    device = distributed.init_from_env(device)
     model, tokenizer, source = _load(model, config, device, tokenizer)
     if out is not None:
         check_destination(Path(out), source, config.overwrite)
@@ -141,7 +142,7 @@ def _prune_in_memory(model, out, config: PruneConfig, tokenizer, calibration, co
         calibration=calib_info,
         layers=layers,
         backends={"device": str(device), "gram_update": ops.last_backend("gram_update") or "",
-                  "liar_solve": ops.last_backend("liar_solve") or ""},
+                  "liar_solve": ops.last_backend("liar_solve") or "", "ranks": str(distributed.world_size())},
         timings={"load": loaded - started, "prune": pruned - loaded},
         command=command,
         versions=versions(),
@@ -153,6 +154,8 @@ def _prune_in_memory(model, out, config: PruneConfig, tokenizer, calibration, co
         report.warnings.append(export_note(arch))
     if out is not None:
         report.timings["total"] = time.perf_counter() - started
-        save_pruned(model, tokenizer, Path(out), report, config.overwrite)
+        with distributed.step():
+            if distributed.is_main():
+                save_pruned(model, tokenizer, Path(out), report, config.overwrite)
     report.timings["total"] = time.perf_counter() - started
     return report

@@ -15,12 +15,13 @@ import shlex
 import sys
 
 from liar import config as cfg
+from liar import distributed
 from liar.config import PruneConfig
 
 CHOICES = {
     "criterion": cfg.CRITERIA, "reconstruct": cfg.RECONSTRUCTIONS, "allocation": cfg.ALLOCATIONS,
     "gqa": cfg.GQA_MODES, "calibration": cfg.CALIBRATION_MODES, "device": cfg.DEVICES, "dtype": cfg.DTYPES,
-    "solve_dtype": cfg.SOLVE_DTYPES, "backend": cfg.BACKENDS,
+    "solve_dtype": cfg.SOLVE_DTYPES, "backend": cfg.BACKENDS, "offload": cfg.OFFLOADS,
 }
 FLAGS = {"intercept": "--no-bias", "overwrite": "--overwrite"}  # booleans: the flag flips the default
 
@@ -31,7 +32,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         if f.name in FLAGS:
             parser.add_argument(FLAGS[f.name], dest=f.name, action="store_false" if f.default else "store_true")
             continue
-        kind = {float: float, int: int}.get(type(f.default), str)
+        kind = {float: float, int: int}.get(type(f.default), str)  # None defaults (calib, max_memory) are paths/sizes
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=f.default,
                             choices=CHOICES.get(f.name), metavar=None if f.name in CHOICES else f.name.upper())
 
@@ -74,7 +75,8 @@ def _prune(args: argparse.Namespace, argv: list[str]) -> dict:
     fields = {f.name for f in dataclasses.fields(PruneConfig)}
     config = PruneConfig(**{k: v for k, v in vars(args).items() if k in fields})
     report = prune(args.model, args.out, config, command=shlex.join(["liar", *argv]))
-    print(report.summary())
+    if distributed.is_main():
+        print(report.summary())
     m = report.model
     return {"out": report.output["path"], "report": report.output["report"],
             "stock_loadable": report.output["stock_loadable"], "params_before": m["params_before"],
@@ -138,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             result = _prune(args, argv)
         else:
             result = _eval_ppl(args) if args.metric == "ppl" else _eval_accuracy(args)
+        speaks = distributed.is_main()  # read before the process group is torn down
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, OSError, RuntimeError) as err:
         print(f"liar: error: {err}", file=sys.stderr)
         return 2
-    if args.json:
+    finally:
+        distributed.shutdown()
+    if args.json and speaks:
         print(json.dumps(result))
     return 0

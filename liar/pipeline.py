@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from liar import allocation, criteria
+from liar import allocation, criteria, distributed
 from liar.activations import TensorStore
 from liar.allocation import Budget
 from liar.config import PruneConfig
@@ -81,7 +81,8 @@ class _Captured(Exception):
 
 def capture_inputs(model: nn.Module, first: nn.Module, batches: list[CalibBatch], device: torch.device,
                    hidden: TensorStore) -> list[BatchMeta]:
-    """Run each batch up to the first block; its hidden states go to `hidden`, the rest is returned."""
+    """Run each batch (this rank's share of them) up to the first block; its hidden states go to `hidden`,
+    the rest is returned."""
 
     def stop(_module, args, kwargs):
         raise _Captured(args, kwargs)
@@ -89,7 +90,7 @@ def capture_inputs(model: nn.Module, first: nn.Module, batches: list[CalibBatch]
     metas = []
     handle = first.register_forward_pre_hook(stop, with_kwargs=True)
     try:
-        for batch in batches:
+        for batch in distributed.shard(batches):
             mask = None if batch.attention_mask is None else batch.attention_mask.to(device)
             try:
                 model(input_ids=batch.input_ids.to(device), attention_mask=mask, use_cache=False)
@@ -160,28 +161,40 @@ def dense_step(arch: Architecture, layer: nn.Module, shape: LayerShape, budget: 
     stats = new_stats(arch, layer, config.backend)
     out = run_block(layer, metas, hidden, consumer_map(arch, layer, stats), new_store())
     for kind, s in stats.items():
+        distributed.sum_stats_(s)
         s.check_finite(f"layer {index} {kind} consumer inputs")
     gens = {kind: generator(config, index, kind) for kind in stats}
     return prune_layer(arch, layer, shape, stats, budget, config, gens, index=index), out
+
+
+def _score_block(arch: Architecture, layer: nn.Module, shape: LayerShape, metas: list[BatchMeta],
+                 hidden: TensorStore, config: PruneConfig, index: int, new_store: NewStore):
+    """(attention unit scores, neuron scores, outputs) of one dense block."""
+    stats = new_stats(arch, layer, config.backend)
+    out = run_block(layer, metas, hidden, consumer_map(arch, layer, stats), new_store())
+    for s in stats.values():
+        distributed.sum_stats_(s)
+    channel = criteria.channel_scores(config.criterion, arch.attn_consumer(layer).weight, stats["attn"],
+                                      generator(config, index, "attn"))
+    attn = attn_unit_scores(criteria.unit_scores(channel, shape.head_dim), shape, config.gqa)
+    ffn = criteria.channel_scores(config.criterion, arch.ffn_consumer(layer).weight, stats["mlp"],
+                                  generator(config, index, "mlp"))
+    return attn, ffn, out
 
 
 def global_budgets(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], metas: list[BatchMeta],
                    hidden: TensorStore, config: PruneConfig, new_store: NewStore) -> list[Budget]:
     """A scoring pass over the dense model, then one global ranking (see liar.allocation)."""
     attn_scores, ffn_scores = [], []
-    for i in tqdm(range(len(blocks)), desc="scoring", unit="layer"):
-        layer = blocks.open(i)
-        stats = new_stats(arch, layer, config.backend)
-        out = run_block(layer, metas, hidden, consumer_map(arch, layer, stats), new_store())
-        hidden.clear()
-        hidden = out
-        head = criteria.unit_scores(criteria.channel_scores(
-            config.criterion, arch.attn_consumer(layer).weight, stats["attn"], generator(config, i, "attn")),
-            shapes[i].head_dim)
-        attn_scores.append(attn_unit_scores(head, shapes[i], config.gqa))
-        ffn_scores.append(criteria.channel_scores(
-            config.criterion, arch.ffn_consumer(layer).weight, stats["mlp"], generator(config, i, "mlp")))
-        blocks.close(i, layer, None)
+    for i in tqdm(range(len(blocks)), desc="scoring", unit="layer", disable=not distributed.is_main()):
+        with distributed.step():
+            layer = blocks.open(i)
+            attn, ffn, out = _score_block(arch, layer, shapes[i], metas, hidden, config, i, new_store)
+            hidden.clear()
+            hidden = out
+            attn_scores.append(attn)
+            ffn_scores.append(ffn)
+            blocks.close(i, layer, None)
     hidden.clear()
     return allocation.global_(shapes, attn_scores, ffn_scores, config.ratio, config.gqa, config.min_keep)
 
@@ -198,21 +211,23 @@ def prune_blocks(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], b
     from liar.sequential import sequential_step
 
     reports = []
-    for i in tqdm(range(start, len(blocks)), desc="pruning", unit="layer", initial=start, total=len(blocks)):
+    for i in tqdm(range(start, len(blocks)), desc="pruning", unit="layer", initial=start, total=len(blocks),
+                  disable=not distributed.is_main()):
         began = time.perf_counter()
-        layer = blocks.open(i)
-        if student is None:
-            report, out = dense_step(arch, layer, shapes[i], budgets[i], metas, teacher, config, i, new_store)
-            teacher.clear()
-            teacher = out
-        else:
-            report, t_out, s_out = sequential_step(arch, layer, shapes[i], budgets[i], metas, teacher, student,
-                                                   config, i, new_store)
-            teacher.clear()
-            student.clear()
-            teacher, student = t_out, s_out
-        report.seconds = time.perf_counter() - began
-        blocks.close(i, layer, report)
+        with distributed.step():
+            layer = blocks.open(i)
+            if student is None:
+                report, out = dense_step(arch, layer, shapes[i], budgets[i], metas, teacher, config, i, new_store)
+                teacher.clear()
+                teacher = out
+            else:
+                report, t_out, s_out = sequential_step(arch, layer, shapes[i], budgets[i], metas, teacher, student,
+                                                       config, i, new_store)
+                teacher.clear()
+                student.clear()
+                teacher, student = t_out, s_out
+            report.seconds = time.perf_counter() - began
+            blocks.close(i, layer, report)
         reports.append(report)
     teacher.clear()
     if student is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from liar import distributed
 from liar.allocation import Budget
 from liar.config import PruneConfig
 from liar.models.base import Architecture
@@ -69,6 +70,7 @@ def sequential_step(
         t_ffn_in.append(x_t[down])
         x_s, _ = _record(layer, meta, h_s, [o], stop_at=o)
         stats["attn"].update(x_s[o], x_t[o], meta.mask)
+    distributed.sum_stats_(stats["attn"])
     stats["attn"].check_finite(f"layer {index} attn consumer inputs")
     attn = prune_attention(arch, layer, shape, stats["attn"], budget.attn_units, config,
                            generator(config, index, "attn"))
@@ -76,6 +78,7 @@ def sequential_step(
         x_s, _ = _record(layer, meta, h_s, [down], stop_at=down)
         stats["mlp"].update(x_s[down], x_t, meta.mask)
     t_ffn_in.clear()
+    distributed.sum_stats_(stats["mlp"])
     stats["mlp"].check_finite(f"layer {index} mlp consumer inputs")
     mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, generator(config, index, "mlp"))
     run_block(layer, metas, student, {}, s_out)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from liar import ops
+from liar import distributed, ops
 from liar.activations import activation_bytes, store_factory
 from liar.allocation import Budget, sizes_after
 from liar.config import PruneConfig
@@ -67,7 +67,7 @@ def _replay(skeleton: Skeleton, run: PartialRun, metas, teacher, student, new_st
     """A resumed run rebuilds the next block's inputs: the dense blocks (and, in sequential mode, the
     finished pruned ones) run again over the captured inputs. Deterministic, so results do not change."""
     finished = run.finished_blocks() if student is not None else None
-    for i in tqdm(range(run.done), desc="resuming", unit="layer"):
+    for i in tqdm(range(run.done), desc="resuming", unit="layer", disable=not distributed.is_main()):
         teacher = _advance(skeleton.load_layer(i), metas, teacher, new_store)
         if student is not None:
             student = _advance(skeleton.load_layer(i, reader=finished), metas, student, new_store)
@@ -171,7 +171,9 @@ def prune_streaming(skeleton: Skeleton, batches: list[CalibBatch], calibration: 
         raise
     report = _report(skeleton, run, shapes, plan, calibration, config, command, out)
     report.timings = {"prune": time.perf_counter() - started}
-    _finish(skeleton, run, plan, out, report, config.overwrite)
+    with distributed.step():
+        if distributed.is_main():
+            _finish(skeleton, run, plan, out, report, config.overwrite)
     report.timings["total"] = time.perf_counter() - started
     return report
 
@@ -192,7 +194,8 @@ def _report(skeleton: Skeleton, run: PartialRun, shapes: list[LayerShape], plan:
                "model_fraction_removed": 1 - (stem + blocks_after) / params_before},
         calibration=calibration, layers=run.reports(),
         backends={"device": str(skeleton.device), "gram_update": ops.last_backend("gram_update") or "",
-                  "liar_solve": ops.last_backend("liar_solve") or "", "streaming": "layer-by-layer from shards"},
+                  "liar_solve": ops.last_backend("liar_solve") or "", "streaming": "layer-by-layer from shards",
+                  "ranks": str(distributed.world_size())},
         command=command, versions=versions(),
         output={"path": str(out.resolve()), "stock_loadable": plan.stock, "report": str(out.resolve() / REPORT_NAME)},
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from liar import distributed
 from liar.allocation import Budget
 from liar.io.shards import ShardReader, shard_name, write_shard
 from liar.report import LayerReport, ModuleReport
@@ -43,10 +44,20 @@ def _report_from_dict(d: dict) -> LayerReport:
 
 
 class PartialRun:
+    """Under torch.distributed, rank 0 alone writes; the other ranks read its state (a shared filesystem)
+    and keep their in-memory copy in step."""
+
     def __init__(self, out: Path, key: str, total_shards: int, overwrite: bool):
         """total_shards: one per block, then one per stem tensor (embeddings, final norm, head)."""
         self.folder = out.parent / f".{out.name}.partial"
         self.total_shards = total_shards
+        self.main = distributed.is_main()
+        with distributed.step():
+            if self.main:
+                self._prepare(key, overwrite)
+        self.state = json.loads((self.folder / STATE_NAME).read_text(encoding="utf-8"))
+
+    def _prepare(self, key: str, overwrite: bool) -> None:
         self.state: dict = {"fingerprint": key, "budgets": None, "reports": [], "params": []}
         if (self.folder / STATE_NAME).is_file():
             found = json.loads((self.folder / STATE_NAME).read_text(encoding="utf-8"))
@@ -83,7 +94,8 @@ class PartialRun:
     def save_block(self, index: int, tensors: dict[str, torch.Tensor], report: LayerReport) -> None:
         if index != self.done:
             raise RuntimeError(f"block {index} finished out of order (expected {self.done})")
-        write_shard(self.shard(index), tensors)
+        if self.main:
+            write_shard(self.shard(index), tensors)
         self.state["reports"].append(asdict(report))
         self.state["params"].append(sum(t.numel() for t in tensors.values()))
         self._save()
@@ -92,12 +104,16 @@ class PartialRun:
         return ShardReader(self.folder, files=[self.shard(i) for i in range(self.done)])
 
     def _save(self) -> None:
+        if not self.main:
+            return
         tmp = self.folder / (STATE_NAME + ".tmp")
         tmp.write_text(json.dumps(self.state) + "\n", encoding="utf-8")
         os.replace(tmp, self.folder / STATE_NAME)
 
     def abandon(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.main:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def discard_state(self) -> None:
-        (self.folder / STATE_NAME).unlink(missing_ok=True)
+        if self.main:
+            (self.folder / STATE_NAME).unlink(missing_ok=True)
