@@ -2,9 +2,9 @@
 // blocks touching the upper triangle for a symmetric Gram); threads pull jobs from a shared counter, and
 // each job streams every kept token through it in chunks: convert the chunk's A rows and B columns to fp32
 // panels in a thread-local buffer (fusing the column sums), then run the register-blocked micro-kernel.
-// One parallel region per call and no barrier per chunk: with 2 cores shared with other processes, a
-// barrier per 128-token chunk made a D=1536 update 5× slower than the torch reference (4.0 s vs 0.87 s),
-// while pulling jobs keeps both threads busy. No full-size fp32 copy of x is ever made.
+// One parallel region per call and no barrier per chunk: with 2 cores shared with other processes, a first
+// version with two barriers per 64-token chunk ran a D = 1536, 16384-token update in 4.0 s against the torch
+// reference's 0.87 s; pulling jobs keeps both threads busy. No full-size fp32 copy of x is ever made.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -21,12 +21,20 @@ namespace liar::cpu {
 namespace {
 
 // Tokens per chunk: a 3-panel B strip (48 channels × 128 tokens × 4 B = 24 KB) stays in the 32 KB L1d
-// while the rows stream past.
+// while the rows stream past (64 and 256 measured the same within this shared machine's noise).
 constexpr int64_t kChunk = 128;
-// Job size: 96 columns × 192 rows divide evenly into every ISA's micro-tile (16/48 columns, 2/6/8 rows);
-// each job re-reads its (192 + 96) channels of x per token, ~1% of the multiply-adds it then does.
-constexpr int64_t kJobCols = 96;
-constexpr int64_t kJobRows = 192;
+// Job size: at most 384 columns × 768 rows (multiples of every ISA's micro-tile: 16/48 columns, 2/6/8 rows),
+// halved until there are 4 jobs per thread. Each job re-reads its channels of x for every token, so bigger
+// jobs read x fewer times: single-threaded at D = 4096, 2048 bf16 tokens, 96 × 192 jobs ran at 70 GF/s,
+// 192 × 384 at 79 and 384 × 768 at 83 (MKL's full-square product: 48 useful GF/s).
+constexpr int64_t kMaxJobCols = 384;
+constexpr int64_t kMaxJobRows = 768;
+constexpr int64_t kMinJobCols = 96;
+constexpr int64_t kJobsPerThread = 4;
+
+struct JobShape {
+  int64_t cols, rows;
+};
 
 template <typename scalar_t>
 struct Source {
@@ -44,7 +52,11 @@ struct GramJob {
   int64_t ldc;
   float* sums_a;
   float* sums_b;
-  int64_t cost() const { return (row1 - row0) * (col1 - col0); }
+  bool upper;  // skip what lies below the diagonal
+  int64_t cost() const {
+    const int64_t cols = col1 - col0, below = upper ? std::max<int64_t>(0, row1 - col0) : 0;
+    return (row1 - row0) * cols - below * below / 2;
+  }
 };
 
 struct AlignedFree {
@@ -83,7 +95,8 @@ template <typename scalar_t>
 void run_job(const GramJob& job, const Source<scalar_t>* sources, int64_t n, TileKernel kernel, float* a, float* b) {
   const Panels pa{a, kPanel * kChunk, job.row1 - job.row0};
   const Panels pb{b, kPanel * kChunk, job.col1 - job.col0};
-  const TileJob tile{&pa, &pb, job.c + job.row0 * job.ldc + job.col0, job.ldc, 0, pa.width, 0, pb.width};
+  const TileJob tile{&pa, &pb, job.c + job.row0 * job.ldc + job.col0, job.ldc, 0, pa.width, 0, pb.width,
+                     job.upper, job.col0 - job.row0};
   for (int64_t t0 = 0; t0 < n; t0 += kChunk) {
     const int64_t k = std::min(kChunk, n - t0);
     pack(sources[job.a_src], t0, k, job.row0, job.row1, a, job.sums_a);
@@ -94,11 +107,11 @@ void run_job(const GramJob& job, const Source<scalar_t>* sources, int64_t n, Til
 
 // All threads pull jobs (largest first) from one counter until none is left.
 template <typename scalar_t>
-void run_jobs(const std::vector<GramJob>& jobs, const Source<scalar_t>* sources, int64_t n) {
+void run_jobs(const std::vector<GramJob>& jobs, JobShape shape, const Source<scalar_t>* sources, int64_t n) {
   const TileKernel kernel = select_kernel();
   std::atomic<size_t> next{0};
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    Buffer a = panel_buffer(kJobRows), b = panel_buffer(kJobCols);
+    Buffer a = panel_buffer(shape.rows), b = panel_buffer(shape.cols);
     for (size_t j = next++; j < jobs.size(); j = next++) run_job(jobs[j], sources, n, kernel, a.get(), b.get());
   });
 }
@@ -106,26 +119,39 @@ void run_jobs(const std::vector<GramJob>& jobs, const Source<scalar_t>* sources,
 // Jobs covering C [rows × cols] (only blocks touching the upper triangle when `upper`). Sums: for a symmetric
 // Gram, the job holding a column block's diagonal sums its columns; otherwise the first column block's jobs
 // sum their rows.
-void add_jobs(std::vector<GramJob>& jobs, int a_src, int b_src, at::Tensor& C, bool upper, float* sums) {
+void add_jobs(std::vector<GramJob>& jobs, JobShape shape, int a_src, int b_src, at::Tensor& C, bool upper,
+              float* sums) {
   const int64_t rows = C.size(0), cols = C.size(1);
-  for (int64_t col0 = 0; col0 < cols; col0 += kJobCols) {
-    const int64_t col1 = std::min(cols, col0 + kJobCols);
+  for (int64_t col0 = 0; col0 < cols; col0 += shape.cols) {
+    const int64_t col1 = std::min(cols, col0 + shape.cols);
     const int64_t row_end = upper ? std::min(rows, col1) : rows;
-    for (int64_t row0 = 0; row0 < row_end; row0 += kJobRows) {
-      const int64_t row1 = std::min(row_end, row0 + kJobRows);
-      float* sa = !upper && col0 == 0 ? sums + row0 : nullptr;
-      float* sb = upper && row1 == row_end ? sums + col0 : nullptr;
-      jobs.push_back({a_src, b_src, row0, row1, col0, col1, C.data_ptr<float>(), cols, sa, sb});
+    for (int64_t row0 = 0; row0 < row_end; row0 += shape.rows) {
+      const int64_t row1 = std::min(row_end, row0 + shape.rows);
+      float* sa = sums != nullptr && !upper && col0 == 0 ? sums + row0 : nullptr;
+      float* sb = sums != nullptr && upper && row1 == row_end ? sums + col0 : nullptr;
+      jobs.push_back({a_src, b_src, row0, row1, col0, col1, C.data_ptr<float>(), cols, sa, sb, upper});
     }
   }
 }
 
-int64_t accumulate(std::vector<GramJob> jobs, const std::vector<at::Tensor>& xs, const std::vector<int64_t>& rows) {
+// The largest job shape that still gives every thread kJobsPerThread jobs over the outputs (C, upper).
+JobShape job_shape(const std::vector<std::pair<at::Tensor*, bool>>& outputs) {
+  JobShape shape{kMaxJobCols, kMaxJobRows};
+  for (; shape.cols > kMinJobCols; shape = {shape.cols / 2, shape.rows / 2}) {
+    std::vector<GramJob> probe;
+    for (const auto& [C, upper] : outputs) add_jobs(probe, shape, 0, 0, *C, upper, nullptr);
+    if (static_cast<int64_t>(probe.size()) >= kJobsPerThread * at::get_num_threads()) break;
+  }
+  return shape;
+}
+
+int64_t accumulate(std::vector<GramJob> jobs, JobShape shape, const std::vector<at::Tensor>& xs,
+                   const std::vector<int64_t>& rows) {
   std::stable_sort(jobs.begin(), jobs.end(), [](const GramJob& l, const GramJob& r) { return l.cost() > r.cost(); });
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, xs[0].scalar_type(), "liar_gram_cpu", [&] {
     std::vector<Source<scalar_t>> sources;
     for (const at::Tensor& x : xs) sources.push_back({x.data_ptr<scalar_t>(), x.stride(0), rows.data()});
-    run_jobs<scalar_t>(jobs, sources.data(), static_cast<int64_t>(rows.size()));
+    run_jobs<scalar_t>(jobs, shape, sources.data(), static_cast<int64_t>(rows.size()));
   });
   return static_cast<int64_t>(rows.size());
 }
@@ -154,9 +180,10 @@ int64_t gram_update(at::Tensor G, at::Tensor s, const at::Tensor& x_in, const st
   check_cpu(x_in, "x");
   const at::Tensor x = rows_contiguous(x_in);
   const std::vector<int64_t> rows = kept_rows(mask, x.size(0));
+  const JobShape shape = job_shape({{&G, true}});
   std::vector<GramJob> jobs;
-  add_jobs(jobs, 0, 0, G, /*upper=*/true, s.data_ptr<float>());
-  return accumulate(std::move(jobs), {x}, rows);
+  add_jobs(jobs, shape, 0, 0, G, /*upper=*/true, s.data_ptr<float>());
+  return accumulate(std::move(jobs), shape, {x}, rows);
 }
 
 int64_t gram_update_cross(at::Tensor G_ss, at::Tensor G_ts, at::Tensor s_s, at::Tensor s_t, const at::Tensor& xs_in,
@@ -166,10 +193,11 @@ int64_t gram_update_cross(at::Tensor G_ss, at::Tensor G_ts, at::Tensor s_s, at::
   check_cpu(xt_in, "x_t");
   const at::Tensor xs = rows_contiguous(xs_in), xt = rows_contiguous(xt_in);
   const std::vector<int64_t> rows = kept_rows(mask, xs.size(0));
+  const JobShape shape = job_shape({{&G_ss, true}, {&G_ts, false}});
   std::vector<GramJob> jobs;
-  add_jobs(jobs, 0, 0, G_ss, /*upper=*/true, s_s.data_ptr<float>());
-  add_jobs(jobs, 1, 0, G_ts, /*upper=*/false, s_t.data_ptr<float>());
-  const int64_t n = accumulate(std::move(jobs), {xs, xt}, rows);
+  add_jobs(jobs, shape, 0, 0, G_ss, /*upper=*/true, s_s.data_ptr<float>());
+  add_jobs(jobs, shape, 1, 0, G_ts, /*upper=*/false, s_t.data_ptr<float>());
+  const int64_t n = accumulate(std::move(jobs), shape, {xs, xt}, rows);
   if (xs.size(1) == 0 && n > 0) {  // no G_ts job exists to carry the teacher sums
     const at::Tensor idx = at::tensor(rows, at::kLong);
     s_t.add_(xt.index_select(0, idx).to(at::kFloat).sum(0));

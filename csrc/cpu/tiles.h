@@ -19,13 +19,17 @@ struct Panels {
 };
 
 // C[row0:row1, col0:col1] += A[:, row0:row1]ᵀ B[:, col0:col1] over the first k packed tokens.
-// C is row-major fp32 with leading dimension ldc; col0 is a multiple of kPanel.
+// C is row-major fp32 with leading dimension ldc; col0 is a multiple of kPanel. With `upper`, rows below a
+// micro-column strip's diagonal are skipped: row r is needed iff r < (last column of the strip) + 1 + shift,
+// shift being the output column of local column 0 minus the output row of local row 0.
 struct TileJob {
   const Panels* a;
   const Panels* b;
   float* c;
   int64_t ldc;
   int64_t row0, row1, col0, col1;
+  bool upper;
+  int64_t shift;
 };
 
 using TileKernel = void (*)(const TileJob& job, int64_t k);

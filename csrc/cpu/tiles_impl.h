@@ -67,9 +67,10 @@ inline void store(const vec (&acc)[kMR][NB * kVPP], float* c, int64_t ldc, int64
 template <int NB>
 inline void strip(const TileJob& job, int64_t k, int64_t col, int64_t nc) {
   const float* b = channel_ptr(*job.b, col);
+  const int64_t row_end = job.upper ? min64(job.row1, col + nc + job.shift) : job.row1;
   vec acc[kMR][NB * kVPP];
-  for (int64_t row = job.row0; row < job.row1; row += kMR) {
-    const int64_t mr = min64(kMR, job.row1 - row);
+  for (int64_t row = job.row0; row < row_end; row += kMR) {
+    const int64_t mr = min64(kMR, row_end - row);
     const float* a[kMR];
     for (int r = 0; r < kMR; ++r) a[r] = channel_ptr(*job.a, row + min64(r, mr - 1));
     micro<NB>(k, a, b, job.b->stride, acc);
