@@ -158,13 +158,17 @@ def dense_step(arch: Architecture, layer: nn.Module, shape: LayerShape, budget: 
                hidden: TensorStore, config: PruneConfig, index: int, new_store: NewStore
                ) -> tuple[LayerReport, TensorStore]:
     """Statistics of the dense block, its outputs for the next block, then the block pruned in place."""
+    began = time.perf_counter()
     stats = new_stats(arch, layer, config.backend)
     out = run_block(layer, metas, hidden, consumer_map(arch, layer, stats), new_store())
     for kind, s in stats.items():
         distributed.sum_stats_(s)
         s.check_finite(f"layer {index} {kind} consumer inputs")
+    forward = time.perf_counter()
     gens = {kind: generator(config, index, kind) for kind in stats}
-    return prune_layer(arch, layer, shape, stats, budget, config, gens, index=index), out
+    report = prune_layer(arch, layer, shape, stats, budget, config, gens, index=index)
+    report.stages = {"forward": forward - began, "solve": time.perf_counter() - forward}
+    return report, out
 
 
 def _score_block(arch: Architecture, layer: nn.Module, shape: LayerShape, metas: list[BatchMeta],
@@ -216,6 +220,7 @@ def prune_blocks(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], b
         began = time.perf_counter()
         with distributed.step():
             layer = blocks.open(i)
+            opened = time.perf_counter()
             if student is None:
                 report, out = dense_step(arch, layer, shapes[i], budgets[i], metas, teacher, config, i, new_store)
                 teacher.clear()
@@ -226,8 +231,11 @@ def prune_blocks(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], b
                 teacher.clear()
                 student.clear()
                 teacher, student = t_out, s_out
-            report.seconds = time.perf_counter() - began
+            closing = time.perf_counter()
+            report.stages["read"] = opened - began
             blocks.close(i, layer, report)
+            report.stages["write"] = time.perf_counter() - closing
+            report.seconds = time.perf_counter() - began
         reports.append(report)
     teacher.clear()
     if student is not None:

@@ -35,6 +35,7 @@ class LayerReport:
     attn: ModuleReport
     mlp: ModuleReport
     seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)  # seconds: read, forward (+ statistics), solve, write
 
 
 @dataclass
@@ -60,7 +61,7 @@ class PruneReport:
     def load(cls, path: str | Path) -> PruneReport:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
         raw["layers"] = [
-            LayerReport(l["index"], ModuleReport(**l["attn"]), ModuleReport(**l["mlp"]), l["seconds"])
+            LayerReport(l["index"], ModuleReport(**l["attn"]), ModuleReport(**l["mlp"]), l["seconds"], l["stages"])
             for l in raw["layers"]
         ]
         return cls(**raw)

@@ -11,6 +11,8 @@ Per block, three passes over the calibration batches:
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -61,6 +63,7 @@ def sequential_step(
     arch: Architecture, layer: nn.Module, shape: LayerShape, budget: Budget, metas: list[BatchMeta],
     teacher: TensorStore, student: TensorStore, config: PruneConfig, index: int, new_store: NewStore,
 ) -> tuple[LayerReport, TensorStore, TensorStore]:
+    began = time.perf_counter()
     o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
     stats = new_stats(arch, layer, config.backend, cls=CrossStats)
     t_out, s_out, t_ffn_in = new_store(), new_store(), new_store()
@@ -72,14 +75,19 @@ def sequential_step(
         stats["attn"].update(x_s[o], x_t[o], meta.mask)
     distributed.sum_stats_(stats["attn"])
     stats["attn"].check_finite(f"layer {index} attn consumer inputs")
+    solving = time.perf_counter()
     attn = prune_attention(arch, layer, shape, stats["attn"], budget.attn_units, config,
                            generator(config, index, "attn"))
+    solve = time.perf_counter() - solving
     for meta, h_s, x_t in zip(metas, student, t_ffn_in, strict=True):
         x_s, _ = _record(layer, meta, h_s, [down], stop_at=down)
         stats["mlp"].update(x_s[down], x_t, meta.mask)
     t_ffn_in.clear()
     distributed.sum_stats_(stats["mlp"])
     stats["mlp"].check_finite(f"layer {index} mlp consumer inputs")
+    solving = time.perf_counter()
     mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, generator(config, index, "mlp"))
+    solve += time.perf_counter() - solving
     run_block(layer, metas, student, {}, s_out)
-    return LayerReport(index=index, attn=attn, mlp=mlp), t_out, s_out
+    stages = {"forward": time.perf_counter() - began - solve, "solve": solve}
+    return LayerReport(index=index, attn=attn, mlp=mlp, stages=stages), t_out, s_out

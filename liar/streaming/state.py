@@ -40,7 +40,7 @@ def digest_batches(batches) -> str:
 
 
 def _report_from_dict(d: dict) -> LayerReport:
-    return LayerReport(d["index"], ModuleReport(**d["attn"]), ModuleReport(**d["mlp"]), d["seconds"])
+    return LayerReport(d["index"], ModuleReport(**d["attn"]), ModuleReport(**d["mlp"]), d["seconds"], d["stages"])
 
 
 class PartialRun:
