@@ -166,6 +166,20 @@ def test_head_pruned_bert_loads_with_liar_and_is_refused_by_stock(tmp_path, allo
         transformers.AutoModelForSequenceClassification.from_pretrained(out)
 
 
+@pytest.mark.parametrize("allocation, ratio", [("uniform", 0.05), ("uniform", 0.4), ("global", 0.4)])
+def test_folder_to_folder_streaming_matches_in_memory_pruning(tmp_path, allocation, ratio):
+    model = tiny_bert()
+    source = tmp_path / "tiny-bert"
+    model.save_pretrained(source)
+    bert_tokenizer().save_pretrained(source)
+    config = liar.PruneConfig(**FAST, ratio=ratio, allocation=allocation)
+    report = liar.prune(source, tmp_path / "out", config, calibration=SENTENCES)
+    in_memory, expected = prune_copy(model, ratio=ratio, allocation=allocation)
+    assert [l.attn.kept for l in report.layers] == [l.attn.kept for l in expected.layers]
+    assert report.output["stock_loadable"] == expected.output["stock_loadable"] == (ratio < 0.1)
+    torch.testing.assert_close(outputs(liar.load_pruned(tmp_path / "out")), outputs(in_memory), rtol=0, atol=1e-5)
+
+
 def recording_prune(monkeypatch, model, **config):
     """Prune a copy of `model`, keeping every GramStats the pipeline creates (in creation order)."""
     created = []
