@@ -1,0 +1,108 @@
+"""Streaming prune time over one plain forward pass, on SmolLM2-135M, dense and sequential calibration.
+
+    python bench/streaming_smollm2.py [--nsamples 64 --seqlen 512 --backend auto]
+
+The plain forward pass runs the decoder body (no LM head: pruning never needs logits) over the same
+calibration batches. The prune is the whole CLI path (`liar.prune(folder, out)`: read, calibrate, solve,
+write). Floors are FLOP counts: a block's forward, plus one triangle of each consumer Gram (D² FLOPs per
+token) in dense mode; in sequential mode the teacher forward, the student's partial and pruned forwards,
+and the student Gram plus the full teacher–student cross-Gram (3·D² per token).
+Rows go to bench/results/streaming_smollm2.{csv,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import liar
+from liar import data
+from liar.io.load import load_pruned, load_tokenizer, resolve_source
+from liar.report import versions
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def block_flops(config, seqlen: int) -> dict[str, float]:
+    """FLOPs per token of one decoder block: attention (projections + scores) and FFN."""
+    h, f = config.hidden_size, config.intermediate_size
+    hd = config.head_dim
+    q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
+    attn = 2 * (h * q + 2 * h * kv + q * h) + 2 * 2 * q * seqlen / 2  # causal: half the score matrix
+    return {"attn": attn, "ffn": 2 * 3 * h * f, "d_attn": q, "d_ffn": f}
+
+
+def floors(config, seqlen: int, ratio: float) -> dict[str, float]:
+    b = block_flops(config, seqlen)
+    fwd = b["attn"] + b["ffn"]
+    grams = b["d_attn"] ** 2 + b["d_ffn"] ** 2
+    pruned_fwd = (1 - ratio) * fwd
+    student = b["attn"] + (b["attn"] * (1 - ratio) + 2 * b["ffn"] / 3) + pruned_fwd  # passes A, B, C
+    return {"dense": (fwd + grams) / fwd, "sequential": (fwd + student + 3 * grams) / fwd}
+
+
+@torch.no_grad()
+def forward_seconds(source: Path, ids: torch.Tensor, batch_size: int) -> float:
+    model = load_pruned(source)
+    body = model.get_decoder()
+    body(input_ids=ids[:1, :16])  # warm-up
+    began = time.perf_counter()
+    for i in range(0, ids.shape[0], batch_size):
+        body(input_ids=ids[i : i + batch_size], use_cache=False)
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nsamples", type=int, default=64)
+    p.add_argument("--seqlen", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--ratio", type=float, default=0.2)
+    p.add_argument("--backend", default="auto")
+    args = p.parse_args()
+    source = resolve_source(None)
+    tokenizer = load_tokenizer(source)
+    ids = data.calibration_ids(tokenizer, data.imdb_texts("calib"), args.nsamples, args.seqlen, seed=0)
+    fwd = forward_seconds(source, ids, args.batch_size)
+    config = load_pruned(source).config
+    floor = floors(config, args.seqlen, args.ratio)
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="liar-smollm2-"))
+    for mode in ("dense", "sequential"):
+        cfg = liar.PruneConfig(ratio=args.ratio, calibration=mode, nsamples=args.nsamples, seqlen=args.seqlen,
+                               batch_size=args.batch_size, backend=args.backend)
+        began = time.perf_counter()
+        report = liar.prune(source, work / mode, cfg, calibration=ids)
+        total = time.perf_counter() - began
+        stages = {k: sum(l.stages.get(k, 0.0) for l in report.layers) for k in ("read", "forward", "solve", "write")}
+        rows.append({"mode": mode, "forward_s": fwd, "prune_s": total, "ratio": total / fwd, "floor": floor[mode],
+                     **{f"stage_{k}_s": v for k, v in stages.items()}, "gram_backend": report.backends["gram_update"],
+                     "tokens": ids.numel(), "device": report.backends["device"], "torch": versions()["torch"]})
+        print(rows[-1], flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    write(rows)
+
+
+def write(rows: list[dict]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    with (RESULTS / "streaming_smollm2.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    lines = ["| calibration | plain forward s | prune s | prune / forward | FLOP floor | read / forward+stats / solve "
+             "/ write s | Gram kernel |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['mode']} | {r['forward_s']:.1f} | {r['prune_s']:.1f} | {r['ratio']:.2f}× | {r['floor']:.2f}× | "
+              f"{r['stage_read_s']:.1f} / {r['stage_forward_s']:.1f} / {r['stage_solve_s']:.1f} / "
+              f"{r['stage_write_s']:.1f} | {r['gram_backend']} |" for r in rows]
+    (RESULTS / "streaming_smollm2.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
