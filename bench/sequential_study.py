@@ -24,7 +24,7 @@ import liar.sequential
 from liar import data, distributed
 from liar.eval import perplexity
 from liar.io.load import load_pruned, load_tokenizer, resolve_source
-from liar.pipeline import consumer_map, generator, new_stats, run_block
+from liar.pipeline import generator, new_stats, run_block
 from liar.prune_layer import prune_attention, prune_ffn
 from liar.report import LayerReport
 

@@ -81,8 +81,9 @@ def _consumer_bias(skeleton: Skeleton, budgets: list[Budget], config: PruneConfi
     adds = config.reconstruct == "bias" or (config.reconstruct == "liar" and config.intercept)
     return {
         "attn": any(arch.attn_consumer(l).bias is not None or (adds and b.attn_units > 0)
-                    for l, b in zip(layers, budgets)),
-        "mlp": any(arch.ffn_consumer(l).bias is not None or (adds and b.neurons > 0) for l, b in zip(layers, budgets)),
+                    for l, b in zip(layers, budgets, strict=True)),
+        "mlp": any(arch.ffn_consumer(l).bias is not None or (adds and b.neurons > 0)
+                   for l, b in zip(layers, budgets, strict=True)),
     }
 
 
@@ -140,7 +141,7 @@ def _prune_all(skeleton: Skeleton, run: PartialRun, shapes: list[LayerShape], ba
         else:
             budgets = uniform_budgets(arch, skeleton.config, shapes, config)
         run.set_budgets(budgets)
-    sizes = [sizes_after(s, b, config.gqa) for s, b in zip(shapes, budgets)]
+    sizes = [sizes_after(s, b, config.gqa) for s, b in zip(shapes, budgets, strict=True)]
     plan = plan_export(arch, skeleton.config, sizes, _consumer_bias(skeleton, budgets, config))
     metas, teacher = _capture(skeleton, batches, new_store)
     skeleton.release_stem()
