@@ -21,6 +21,8 @@ import csv
 import dataclasses
 import itertools
 import logging
+import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +102,13 @@ def read_rows(path: Path) -> list[Row]:
         return [Row(**{k: cast[types[k]](v) for k, v in r.items()}) for r in csv.DictReader(f)]
 
 
-def write(rows: list[Row], name: str) -> None:
+def write(rows: list[Row], name: str, command: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     with (RESULTS / f"{name}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[x.name for x in dataclasses.fields(Row)])
         writer.writeheader()
         writer.writerows(dataclasses.asdict(r) for r in rows)
-    (RESULTS / f"{name}.md").write_text(bert_plot.markdown(rows))
+    (RESULTS / f"{name}.md").write_text(bert_plot.markdown(rows, command))
     bert_plot.plot(rows, RESULTS / f"{name}.png")
 
 
@@ -120,7 +122,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seqlen", type=int, default=128, help="truncation length (the longest sentence has ~80 tokens)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--name", default="bert_grid")
-    p.add_argument("--resume", action="store_true", help="keep the rows already in the CSV and skip their settings")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows already in the CSV and skip their settings (a finished grid: redraw only)")
     return p.parse_args()
 
 
@@ -136,15 +139,21 @@ def main() -> None:
     dense_acc = accuracy(dense, tokenizer, *test, batch_size=args.batch_size, max_length=args.seqlen)["accuracy"]
     print(f"dense accuracy {dense_acc:.4f} on {len(test[0])} test sentences", flush=True)
     rows = read_rows(RESULTS / f"{args.name}.csv") if args.resume else []
+    command = shlex.join(["python", "-m", "bench.bert_grid", *sys.argv[1:]])
+    if os.environ.get("LIAR_DISABLE_EXT"):
+        command = f"LIAR_DISABLE_EXT={os.environ['LIAR_DISABLE_EXT']} {command}"
     done = {(r.ratio, r.criterion, r.reconstruct, r.allocation) for r in rows}
     grid = itertools.product(args.ratios, args.criteria, args.modes, args.allocations)
-    for setting in [s for s in grid if s not in done]:
+    pending = [s for s in grid if s not in done]
+    for setting in pending:
         row = run_setting(dense, tokenizer, calib, test, dense_acc, setting, args)
         rows.append(row)
         print(f"{row.ratio:.0%} {row.allocation} {row.criterion}/{row.reconstruct}: accuracy {row.accuracy:.4f} "
               f"({row.fraction_of_dense:.1%} of dense; prune {row.prune_seconds:.0f} s, eval {row.eval_seconds:.0f} s)",
               flush=True)
-        write(rows, args.name)
+        write(rows, args.name, command)
+    if rows and not pending:  # a finished grid resumed: redraw the tables and the figure
+        write(rows, args.name, command)
 
 
 if __name__ == "__main__":

@@ -25,32 +25,36 @@ def _pivot(rows, allocation: str) -> list[str]:
 
 
 def _kept_at_half(rows) -> list[str]:
-    half = [r for r in rows if abs(r.ratio - 0.5) < 1e-9 and r.reconstruct == "liar"]
+    half = [r for r in rows if abs(r.ratio - 0.5) < 1e-9]
     if not half:
         return []
-    lines = [f"### LIAR at 50%: fraction of dense accuracy kept (paper: {PAPER_KEEPS:.0%})", "",
-             "| criterion | uniform | global |", "|---|---|---|"]
+    lines = [f"### 50% removed: fraction of dense accuracy kept (LIAR paper: {PAPER_KEEPS:.0%})", "",
+             "| criterion | reconstruct | uniform | global |", "|---|---|---|---|"]
     for criterion in dict.fromkeys(r.criterion for r in half):
-        kept = {r.allocation: f"{r.fraction_of_dense:.1%}" for r in half if r.criterion == criterion}
-        lines.append(f"| {criterion} | {kept.get('uniform', '')} | {kept.get('global', '')} |")
+        for mode in MODES:
+            kept = {r.allocation: f"{r.fraction_of_dense:.1%}" for r in half
+                    if (r.criterion, r.reconstruct) == (criterion, mode)}
+            if kept:
+                lines.append(f"| {criterion} | {mode} | {kept.get('uniform', '')} | {kept.get('global', '')} |")
     return lines + [""]
 
 
-def markdown(rows) -> str:
+def markdown(rows, command: str) -> str:
     first = rows[0]
     lines = [
         "## BERT reproduction: all-MiniLM-L6-v2 fine-tuned on Rotten Tomatoes, pruned without retraining", "",
-        f"Dense test accuracy: {100 * first.dense_accuracy:.2f}% on {first.n} held-out sentences. Calibration: "
-        f"{first.calib_sentences} unlabeled training sentences ({first.calib_tokens} tokens). Ratio = fraction of "
-        f"encoder block parameters removed. {first.device}, torch {first.torch}, transformers {first.transformers}, "
-        f"liar {first.liar}, commit {first.commit}. Command: `nice -n 10 python -m bench.bert_grid`.", "",
+        (f"Dense test accuracy: {100 * first.dense_accuracy:.2f}% on {first.n} held-out sentences. Calibration: "
+         f"{first.calib_sentences} unlabeled training sentences ({first.calib_tokens} tokens). Ratio = fraction of "
+         f"encoder block parameters removed (embeddings and the classifier excluded). {first.device}, torch "
+         f"{first.torch}, transformers {first.transformers}, liar {first.liar}, kernels {first.backend}, commit "
+         f"{first.commit}. Command: `{command}`."), "",
     ]
     for allocation in dict.fromkeys(r.allocation for r in rows):
         lines += _pivot(rows, allocation)
     lines += _kept_at_half(rows)
     lines += ["### All runs", "",
-              "| ratio | allocation | criterion | reconstruct | accuracy | of dense | blocks removed | model removed "
-              "| heads | neurons | prune s | eval s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              ("| ratio | allocation | criterion | reconstruct | accuracy | of dense | blocks removed | model removed "
+               "| heads | neurons | prune s | eval s |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r.ratio:.0%} | {r.allocation} | {r.criterion} | {r.reconstruct} | {100 * r.accuracy:.2f} "
               f"| {r.fraction_of_dense:.1%} | {r.block_fraction_removed:.1%} | {r.model_fraction_removed:.1%} "
               f"| {r.heads_after} | {r.neurons_after} | {r.prune_seconds:.0f} | {r.eval_seconds:.0f} |" for r in rows]

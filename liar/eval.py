@@ -55,6 +55,9 @@ def accuracy(model, tokenizer, texts: list[str], labels: list[int], batch_size: 
     Texts are batched in length order, so each batch pads to nearly its own length (about 2x fewer tokens
     than random batches on Rotten Tomatoes sentences); padding is masked, so the order changes no result.
     """
+    if not type(model).__name__.endswith("ForSequenceClassification"):
+        raise ValueError(f"accuracy needs a sequence classifier (e.g. BertForSequenceClassification); this checkpoint "
+                         f"loads as {type(model).__name__}, which has no classification head")
     if len(texts) != len(labels) or not texts:
         raise ValueError(f"need as many labels as texts (and at least one); got {len(texts)} and {len(labels)}")
     device = next(model.parameters()).device

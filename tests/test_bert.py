@@ -18,11 +18,12 @@ from liar.stats import GramStats
 from liar.structure import heads_to_channels
 from tests.conftest import TEXT
 
-BERT_TINY = dict(vocab_size=128, hidden_size=48, num_attention_heads=6, intermediate_size=96, num_hidden_layers=2,
-                 max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+BERT_TINY = {"vocab_size": 128, "hidden_size": 48, "num_attention_heads": 6, "intermediate_size": 96,
+             "num_hidden_layers": 2, "max_position_embeddings": 128, "hidden_dropout_prob": 0.0,
+             "attention_probs_dropout_prob": 0.0}
 HEAD_DIM = 8
 SENTENCES = [s.strip() + "." for s in TEXT.split(".") if s.strip()][:12]
-FAST = dict(nsamples=12, seqlen=128, batch_size=4)
+FAST = {"nsamples": 12, "seqlen": 128, "batch_size": 4}
 
 
 def tiny_bert(cls=transformers.BertForSequenceClassification, seed: int = 0, **overrides):

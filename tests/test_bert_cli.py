@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+import transformers
 
 import liar
-from liar.cli import main
 from tests.test_bert import SENTENCES, bert_tokenizer, tiny_bert
 from tests.test_cli import last_json, run
 
@@ -90,6 +90,14 @@ def test_missing_label_field_is_a_clear_error(capsys, classifier_dir, tmp_path):
     data.write_text(json.dumps({"text": "no label here"}) + "\n")
     code, _, err = run(capsys, "eval", "accuracy", "--model", classifier_dir, "--data", data)
     assert code == 2 and "lacks the field(s) label" in err
+
+
+def test_a_model_without_a_classification_head_is_a_clear_error(capsys, tmp_path):
+    path = tmp_path / "encoder"
+    tiny_bert(transformers.BertModel).save_pretrained(path)
+    bert_tokenizer().save_pretrained(path)
+    code, _, err = run(capsys, "eval", "accuracy", "--model", path)
+    assert code == 2 and "loads as BertModel, which has no classification head" in err
 
 
 def test_too_few_sentences_for_nsamples(capsys, classifier_dir, sentence_file, tmp_path):
