@@ -6,6 +6,10 @@ measure only the fp32 accumulation: 16-bit products are exact in fp32, and fp32 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch.library import opcheck
@@ -220,3 +224,16 @@ def test_unavailable_backend_says_why():
     if BACKENDS["cuda"].available:
         with pytest.raises(RuntimeError, match="no kernels for cpu"):
             ops.gram_update(torch.zeros(8, 8), torch.zeros(8), x, backend="cuda")
+
+
+def test_liar_backend_env_overrides_auto():
+    """LIAR_BACKEND=torch (read at import) makes `auto` and the op's registered kernel the reference."""
+    script = (
+        "import torch, liar.ops as ops\n"
+        "ops.gram_update(torch.zeros(5, 5), torch.zeros(5), torch.randn(9, 5))\n"
+        "assert ops.last_backend('gram_update') == 'torch', ops.last_backend('gram_update')\n"
+        "assert 'CPU' not in torch._C._dispatch_dump('liar::gram_update')\n"
+    )
+    env = {**os.environ, "LIAR_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
