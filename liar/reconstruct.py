@@ -154,16 +154,20 @@ def fold(
     return W_R.to(W.dtype), None if bias is None else bias.to(W.dtype if b is None else b.dtype)
 
 
-def output_error(stats: GramStats, dW: torch.Tensor, db: torch.Tensor | None, dtype: torch.dtype) -> float:
+def output_error(stats: GramStats, dW: torch.Tensor, db: torch.Tensor | None, dtype: torch.dtype,
+                 cols: torch.Tensor | None = None) -> float:
     """Σ_t ‖dW x_t + db‖² over the calibration tokens, from (G, s, N): tr(dW G dWᵀ) + 2 dbᵀ dW s + N‖db‖².
 
-    A quadratic form in the PSD G, evaluated directly (no difference of large terms), so the solve dtype
-    suffices; dW: [d_out, D] in `dtype`.
+    dW: [d_out, D] in `dtype`, or [d_out, len(cols)] when it is zero outside the input channels `cols`
+    (then only that block of G is read). A quadratic form in the PSD G, evaluated directly (no difference
+    of large terms), so the solve dtype suffices.
     """
-    G = stats.gram()
+    G, s = stats.gram(), stats.s
+    if cols is not None:
+        G, s = G[cols[:, None], cols], s[cols]
     energy = float(((dW @ G.to(dtype)) * dW).sum())
     if db is not None:
-        energy += 2.0 * float(db @ (dW @ stats.s.to(dtype))) + stats.n * float(db @ db)
+        energy += 2.0 * float(db @ (dW @ s.to(dtype))) + stats.n * float(db @ db)
     return max(energy, 0.0)
 
 
@@ -174,18 +178,18 @@ def relative_errors(
     """Relative output error ‖Y − Y'‖² / ‖Y‖² on the calibration data for none, bias and liar.
 
     The output differences are W_S x_S (none), W_S (x_S − μ_S) (bias), W_S (x_S − Q x_R − P) (liar): each is
-    one weight difference dW (W_S on S, −W_S Q on R) and bias difference db in a quadratic form.
+    one weight difference dW and bias difference db in a quadratic form; none and bias touch only G_SS.
     """
     dtype = liar.Q.dtype
     device = stats.G.device
     kept, pruned = kept.to(device), pruned.to(device)
     Wd = W.to(device=device, dtype=dtype)
     W_S = Wd.index_select(1, pruned)
-    dW = torch.zeros_like(Wd)
-    dW[:, pruned] = W_S
     total = max(output_error(stats, Wd, None if b is None else b.to(device=device, dtype=dtype), dtype), 1e-30)
-    errors = {"none": output_error(stats, dW, None, dtype),
-              "bias": output_error(stats, dW, -(W_S @ stats.mean(dtype)[pruned]), dtype)}
+    errors = {"none": output_error(stats, W_S, None, dtype, cols=pruned),
+              "bias": output_error(stats, W_S, -(W_S @ stats.mean(dtype)[pruned]), dtype, cols=pruned)}
+    dW = torch.empty_like(Wd)
+    dW[:, pruned] = W_S
     dW[:, kept] = -(W_S @ liar.Q.to(device))
     errors["liar"] = output_error(stats, dW, -(W_S @ liar.P.to(device)), dtype)
     return {mode: e / total for mode, e in errors.items()}
