@@ -135,17 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    succeeded = False
     try:
         if args.command == "prune":
             result = _prune(args, argv)
         else:
             result = _eval_ppl(args) if args.metric == "ppl" else _eval_accuracy(args)
         speaks = distributed.is_main()  # read before the process group is torn down
+        succeeded = True
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, OSError, RuntimeError) as err:
         print(f"liar: error: {err}", file=sys.stderr)
         return 2
     finally:
-        distributed.shutdown()
+        distributed.shutdown(succeeded)
     if args.json and speaks:
         print(json.dumps(result))
     return 0

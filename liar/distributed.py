@@ -58,9 +58,15 @@ def init_from_env(device: torch.device) -> torch.device:
     return device
 
 
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(succeeded: bool = True) -> None:
+    """Leave the process group. After a successful run all ranks first meet at a barrier, so none tears its
+    connections down while a peer still finishes the last collective (CI once saw a rank abort in gloo's
+    teardown without it); after a failure the ranks already learned of it through the vote."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if succeeded and active():
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def _vote(ok: bool, device: torch.device) -> bool:
