@@ -12,11 +12,10 @@ import torch
 import transformers
 
 import liar
-from liar.models import architecture_for
-from liar.models.base import set_linear
 from liar.stats import GramStats
 from liar.structure import heads_to_channels
 from tests.conftest import TEXT
+from tests.test_pipeline import masked_dense
 
 BERT_TINY = {"vocab_size": 128, "hidden_size": 48, "num_attention_heads": 6, "intermediate_size": 96,
              "num_hidden_layers": 2, "max_position_embeddings": 128, "hidden_dropout_prob": 0.0,
@@ -101,26 +100,12 @@ def test_kept_query_key_value_rows_and_biases_are_the_dense_ones():
         assert torch.equal(small.intermediate.dense.bias, big.intermediate.dense.bias[kept])
 
 
-def masked_dense(dense, pruned, report):
-    """The dense model with pruned channels' consumer columns zeroed and the reconstruction applied."""
-    masked = copy.deepcopy(dense)
-    arch = architecture_for(masked)
-    for layer, small, rep in zip(arch.layer_list(masked), arch.layer_list(pruned), report.layers):
-        for path, kept in ((arch.o, heads_to_channels(torch.tensor(rep.attn.kept), HEAD_DIM)),
-                           (arch.ffn_out, torch.tensor(rep.mlp.kept))):
-            big, new = layer.get_submodule(path), small.get_submodule(path)
-            weight = torch.zeros_like(big.weight)
-            weight[:, kept] = new.weight
-            set_linear(layer, path, weight, new.bias)
-    return masked
-
-
 @pytest.mark.parametrize("reconstruct", ["liar", "bias", "none"])
 @pytest.mark.parametrize("allocation", ["uniform", "global"])
 def test_physical_pruning_equals_masked_reconstruction(reconstruct, allocation):
     dense = tiny_bert()
     pruned, report = prune_copy(dense, ratio=0.35, reconstruct=reconstruct, allocation=allocation)
-    expected, got = outputs(masked_dense(dense, pruned, report)), outputs(pruned)
+    expected, got = outputs(masked_dense(dense, pruned, report, HEAD_DIM)), outputs(pruned)
     assert float((got - expected).abs().max()) < 1e-5 * float(expected.abs().max())
 
 

@@ -47,12 +47,12 @@ def test_gqa_shapes(gqa):
     assert torch.isfinite(logits(pruned)).all()
 
 
-def masked_dense(dense, pruned, report):
+def masked_dense(dense, pruned, report, head_dim: int = 16):
     """The dense model with pruned channels' consumer columns zeroed and the reconstruction applied."""
     masked = copy.deepcopy(dense)
     arch = architecture_for(masked)
-    for layer, small, rep in zip(masked.model.layers, pruned.model.layers, report.layers):
-        for path, kept in ((arch.o, heads_to_channels(torch.tensor(rep.attn.kept), 16)),
+    for layer, small, rep in zip(arch.layer_list(masked), arch.layer_list(pruned), report.layers):
+        for path, kept in ((arch.o, heads_to_channels(torch.tensor(rep.attn.kept), head_dim)),
                            (arch.ffn_out, torch.tensor(rep.mlp.kept))):
             big, new = layer.get_submodule(path), small.get_submodule(path)
             weight = torch.zeros_like(big.weight)
