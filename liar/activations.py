@@ -59,6 +59,18 @@ class TensorStore:
             else:
                 yield item.to(self.device, non_blocking=True)
 
+    def drain(self) -> Iterator[torch.Tensor]:
+        """Yield every tensor once, dropping each from the store as it is handed out (the store ends empty):
+        a block's inputs are freed while its outputs are made, so only one of the two is ever whole."""
+        while self._items:
+            item = self._items.pop(0)
+            if isinstance(item, Path):
+                tensor = torch.load(item, weights_only=True).to(self.device)
+                item.unlink()
+                yield tensor
+            else:
+                yield item.to(self.device, non_blocking=True)
+
     def clear(self) -> None:
         self._items = []
         if self._folder is not None:

@@ -160,7 +160,7 @@ def dense_step(arch: Architecture, layer: nn.Module, shape: LayerShape, budget: 
     """Statistics of the dense block, its outputs for the next block, then the block pruned in place."""
     began = time.perf_counter()
     stats = new_stats(arch, layer, config.backend)
-    out = run_block(layer, metas, hidden, consumer_map(arch, layer, stats), new_store())
+    out = run_block(layer, metas, hidden.drain(), consumer_map(arch, layer, stats), new_store())
     for kind, s in stats.items():
         distributed.sum_stats_(s)
         s.check_finite(f"layer {index} {kind} consumer inputs")
@@ -175,7 +175,7 @@ def _score_block(arch: Architecture, layer: nn.Module, shape: LayerShape, metas:
                  hidden: TensorStore, config: PruneConfig, index: int, new_store: NewStore):
     """(attention unit scores, neuron scores, outputs) of one dense block."""
     stats = new_stats(arch, layer, config.backend)
-    out = run_block(layer, metas, hidden, consumer_map(arch, layer, stats), new_store())
+    out = run_block(layer, metas, hidden.drain(), consumer_map(arch, layer, stats), new_store())
     for s in stats.values():
         distributed.sum_stats_(s)
     channel = criteria.channel_scores(config.criterion, arch.attn_consumer(layer).weight, stats["attn"],

@@ -67,7 +67,7 @@ def sequential_step(
     o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
     stats = new_stats(arch, layer, config.backend, cls=CrossStats)
     t_out, s_out, t_ffn_in = new_store(), new_store(), new_store()
-    for meta, h_t, h_s in zip(metas, teacher, student, strict=True):
+    for meta, h_t, h_s in zip(metas, teacher.drain(), student, strict=True):
         x_t, y_t = _record(layer, meta, h_t, [o, down], targets={o: stats["attn"], down: stats["mlp"]})
         t_out.append(y_t)
         t_ffn_in.append(x_t[down])
@@ -88,6 +88,6 @@ def sequential_step(
     solving = time.perf_counter()
     mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, generator(config, index, "mlp"))
     solve += time.perf_counter() - solving
-    run_block(layer, metas, student, {}, s_out)
+    run_block(layer, metas, student.drain(), {}, s_out)
     stages = {"forward": time.perf_counter() - began - solve, "solve": solve}
     return LayerReport(index=index, attn=attn, mlp=mlp, stages=stages), t_out, s_out

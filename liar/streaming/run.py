@@ -58,9 +58,7 @@ class StreamBlocks:
 
 
 def _advance(layer: nn.Module, metas: list[BatchMeta], hidden, new_store: NewStore):
-    out = run_block(layer, metas, hidden, {}, new_store())
-    hidden.clear()
-    return out
+    return run_block(layer, metas, hidden.drain(), {}, new_store())
 
 
 def _replay(skeleton: Skeleton, run: PartialRun, metas, teacher, student, new_store: NewStore):

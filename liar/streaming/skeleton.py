@@ -15,7 +15,7 @@ from torch import nn
 from liar.io.blocks import block_prefix, load_block
 from liar.io.load import model_class, read_config
 from liar.io.shards import ShardReader
-from liar.memory import trim
+from liar.memory import pin_mmap_threshold, trim
 from liar.models import architecture_for
 from liar.models.base import Architecture
 
@@ -23,6 +23,7 @@ from liar.models.base import Architecture
 class Skeleton:
     def __init__(self, source: Path, dtype: torch.dtype, device: torch.device):
         self.source, self.dtype, self.device = source, dtype, device
+        pin_mmap_threshold()
         self.config, _ = read_config(source)
         with torch.device("meta"):
             self.model = model_class(self.config)(self.config).to(dtype)
