@@ -87,6 +87,8 @@ def prune_layer(
     arch: Architecture, layer: nn.Module, shape: LayerShape, stats: dict[str, GramStats], budget: Budget,
     config: PruneConfig, gens: dict[str, torch.Generator], index: int,
 ) -> LayerReport:
-    attn = prune_attention(arch, layer, shape, stats["attn"], budget.attn_units, config, gens["attn"])
-    mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, gens["mlp"])
+    """Prune attention, then the FFN. Consumes `stats`: the attention statistics are dropped before the FFN
+    solve, its largest moment (16 MiB of G at hidden 2048 less resident next to the FFN's solve workspace)."""
+    attn = prune_attention(arch, layer, shape, stats.pop("attn"), budget.attn_units, config, gens["attn"])
+    mlp = prune_ffn(arch, layer, shape, stats.pop("mlp"), budget.neurons, config, gens["mlp"])
     return LayerReport(index=index, attn=attn, mlp=mlp)
