@@ -88,7 +88,7 @@ def prune_layer(
     config: PruneConfig, gens: dict[str, torch.Generator], index: int,
 ) -> LayerReport:
     """Prune attention, then the FFN. Consumes `stats`: the attention statistics are dropped before the FFN
-    solve, its largest moment (16 MiB of G at hidden 2048 less resident next to the FFN's solve workspace)."""
+    solve, so its workspace does not sit next to the attention Gram (16 MiB at hidden 2048)."""
     attn = prune_attention(arch, layer, shape, stats.pop("attn"), budget.attn_units, config, gens["attn"])
     mlp = prune_ffn(arch, layer, shape, stats.pop("mlp"), budget.neurons, config, gens["mlp"])
     return LayerReport(index=index, attn=attn, mlp=mlp)
