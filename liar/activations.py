@@ -52,24 +52,24 @@ class TensorStore:
     def __len__(self) -> int:
         return len(self._items)
 
+    def _fetch(self, item: torch.Tensor | Path, mmap: bool) -> torch.Tensor:
+        if isinstance(item, Path):
+            return torch.load(item, mmap=mmap, weights_only=True).to(self.device)
+        return item.to(self.device, non_blocking=True)
+
     def __iter__(self) -> Iterator[torch.Tensor]:
         for item in self._items:
-            if isinstance(item, Path):
-                yield torch.load(item, mmap=True, weights_only=True).to(self.device)
-            else:
-                yield item.to(self.device, non_blocking=True)
+            yield self._fetch(item, mmap=True)
 
     def drain(self) -> Iterator[torch.Tensor]:
         """Yield every tensor once, dropping each from the store as it is handed out (the store ends empty):
         a block's inputs are freed while its outputs are made, so only one of the two is ever whole."""
         while self._items:
             item = self._items.pop(0)
+            tensor = self._fetch(item, mmap=False)  # read whole: the file goes right away
             if isinstance(item, Path):
-                tensor = torch.load(item, weights_only=True).to(self.device)
                 item.unlink()
-                yield tensor
-            else:
-                yield item.to(self.device, non_blocking=True)
+            yield tensor
 
     def clear(self) -> None:
         self._items = []
