@@ -37,6 +37,8 @@ class TensorStore:
             raise ValueError(f"place={place!r}; choose one of {PLACES}")
         self.place, self.device = place, device
         self._items: list[torch.Tensor | Path] = []
+        if place == "disk" and folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
         self._folder = Path(tempfile.mkdtemp(prefix="acts-", dir=folder)) if place == "disk" else None
 
     def append(self, tensor: torch.Tensor) -> None:

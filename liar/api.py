@@ -1,40 +1,35 @@
-"""The one-call API: `liar.prune(model, out, PruneConfig(...)) -> PruneReport`."""
+"""The one-call API: `liar.prune(model, out, PruneConfig(...)) -> PruneReport`.
+
+Everything is validated before any work (destination, backend, calibration text), the destination is locked
+for the whole run, and the one driver (liar.driver) runs with the source and sink that fit the call.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from liar import distributed, ops
-from liar.activations import activation_bytes, store_factory
-from liar.config import PruneConfig
-from liar.devices import resolve_device, resolve_dtype
-from liar.io.export import (
-    REPORT_NAME, block_params, check_destination, count_params, export_note, finalize_config, save_pruned,
-)
-from liar.io.load import load_pruned, load_tokenizer, resolve_source
-from liar.models import architecture_for
+from liar import distributed, driver, ops
+from liar.blocks import CheckpointSink, InPlaceSink, ModuleSource, ShardSource
 from liar.calibration import calibration_batches
-from liar.pipeline import prune_model
-from liar.report import PruneReport, versions
-from liar.streaming.run import prune_streaming
+from liar.config import PruneConfig
+from liar.devices import DTYPES, resolve_device, resolve_dtype
+from liar.io.destination import OutputLock, check_destination
+from liar.io.load import load_pruned, load_tokenizer, resolve_source
+from liar.io.writer import CheckpointWriter, InputChanged, digest_batches, fingerprint
+from liar.report import PruneReport
 from liar.streaming.skeleton import Skeleton
 
 log = logging.getLogger(__name__)
 
-
-def _load(model, config: PruneConfig, device: torch.device, tokenizer):
-    """(model, tokenizer, source folder or None) for a path / None (embedded default) / loaded model."""
-    if isinstance(model, nn.Module):
-        return model.to(device), tokenizer, None
-    source = resolve_source(model)
-    loaded = load_pruned(source, dtype=resolve_dtype(config.dtype, device), device=device)
-    return loaded, tokenizer or load_tokenizer(source), source
+RESULT_IRRELEVANT = ("overwrite", "offload", "max_memory")  # settings that change no byte of the output
 
 
 def prune(
@@ -49,78 +44,97 @@ def prune(
     """Prune `model` (a folder, a .gguf file, a loaded transformers model, or None for the embedded
     SmolLM2-135M) and, when `out` is given, write the smaller checkpoint and its report there.
 
-    A loaded model is pruned in place. `calibration`: texts or token ids [nsamples, seqlen] overriding
-    config.calib. Returns the PruneReport (also saved as liar_report.json beside the weights).
+    A folder or file is streamed block by block into `out` (resumable); a loaded model is pruned in place (and
+    written to `out` when given); a folder with `out=None` is loaded whole and pruned in memory.
+    `calibration`: texts or token ids [nsamples, seqlen] overriding config.calib. Returns the PruneReport (also
+    saved as liar_report.json beside the weights).
     """
     config = config or PruneConfig()
     command = command or f"liar.prune(config={config!r})"
-    if isinstance(model, nn.Module) or out is None:
-        return _prune_in_memory(model, out, config, tokenizer, calibration, command)
-    return _prune_streaming(model, Path(out), config, tokenizer, calibration, command)
-
-
-def _prune_streaming(model, out: Path, config: PruneConfig, tokenizer, calibration, command: str) -> PruneReport:
-    """A checkpoint folder into an output folder: block by block from the shards, resumable."""
-    device = distributed.init_from_env(resolve_device(config.device))
-    if model is not None:
-        check_destination(out, Path(model), config.overwrite)  # fail fast, before any conversion
-    source = resolve_source(model)
-    check_destination(out, source, config.overwrite)
-    skeleton = Skeleton(source, resolve_dtype(config.dtype, device), device)
-    if tokenizer is None and not isinstance(calibration, torch.Tensor):
-        tokenizer = load_tokenizer(source)
-    batches, calib_info = calibration_batches(skeleton.arch, config, tokenizer, calibration)
-    return prune_streaming(skeleton, batches, calib_info, out, config, command)
-
-
-def _prune_in_memory(model, out, config: PruneConfig, tokenizer, calibration, command: str) -> PruneReport:
-    """A loaded model (or a folder loaded whole) pruned in place; saved with save_pretrained when `out`."""
     started = time.perf_counter()
-    device = resolve_device(config.device) if not isinstance(model, nn.Module) or config.device != "auto" \
-        else next(model.parameters()).device
-    device = distributed.init_from_env(device)
-    model, tokenizer, source = _load(model, config, device, tokenizer)
+    in_memory = isinstance(model, nn.Module)
+    device = model_device(model, config)
+    ops.resolve("gram_update", config.backend, device)  # an unavailable backend fails before any work
+    named = [] if in_memory or model is None else [Path(model)]
     if out is not None:
-        check_destination(Path(out), source, config.overwrite)
-    arch = architecture_for(model)
-    model.eval()
-    batches, calib_info = calibration_batches(arch, config, tokenizer, calibration)
-    loaded = time.perf_counter()
-    params_before, blocks_before = count_params(model), block_params(arch, model)
-    tokens = sum(b.input_ids.numel() for b in batches)
-    need = activation_bytes(tokens, model.config.hidden_size, arch.ffn_consumer(arch.layer_list(model)[0]).in_features,
-                            next(model.parameters()).dtype, config.calibration == "sequential")
-    new_store = store_factory(config.offload, config.max_memory, need, device)
-    layers = prune_model(model, arch, batches, config, device, new_store)
-    pruned = time.perf_counter()
-    stock = finalize_config(arch, model)
-    params_after, blocks_after = count_params(model), block_params(arch, model)
-    report = PruneReport(
-        config=config.to_dict(),
-        model={
-            "source": str(source) if source else type(model).__name__, "architecture": arch.name,
-            "params_before": params_before, "params_after": params_after,
-            "block_params_before": blocks_before, "block_params_after": blocks_after,
-            "block_fraction_removed": 1 - blocks_after / blocks_before,
-            "model_fraction_removed": 1 - params_after / params_before,
-        },
-        calibration=calib_info,
-        layers=layers,
-        backends={"device": str(device), "gram_update": ops.last_backend("gram_update") or "",
-                  "liar_solve": ops.last_backend("liar_solve") or "", "ranks": str(distributed.world_size())},
-        timings={"load": loaded - started, "prune": pruned - loaded},
-        command=command,
-        versions=versions(),
-        output={"path": str(Path(out).resolve()) if out else None, "stock_loadable": stock,
-                "report": str(Path(out).resolve() / REPORT_NAME) if out else None},
-    )
-    report.add_solver_warnings()
-    if not stock:
-        report.warnings.append(export_note(arch))
-    if out is not None:
-        report.timings["total"] = time.perf_counter() - started
-        with distributed.step():
-            if distributed.is_main():
-                save_pruned(model, tokenizer, Path(out), report, config.overwrite)
-    report.timings["total"] = time.perf_counter() - started
-    return report
+        out = check_destination(out, named, config.overwrite)  # before any conversion
+    source, tokenizer = _source(model, out, config, device, tokenizer, calibration, named)
+    batches, calib_info = calibration_batches(source.arch, config, tokenizer, calibration)
+    timings = {"load": time.perf_counter() - started}
+    if out is None:
+        return driver.run(source, InPlaceSink(), batches, calib_info, config, command, timings=timings)
+    lock = OutputLock(out, command) if distributed.is_main() else contextlib.nullcontext()
+    with lock:
+        if distributed.is_main():
+            check_destination(out, named + ([Path(source.name)] if source.resumable else []), config.overwrite)
+        key = _run_key(source, batches, config)
+        try:
+            return _write(source, out, key, batches, calib_info, config, command, tokenizer, timings)
+        except InputChanged:
+            if not config.overwrite:
+                raise
+            log.warning("the input changed since the unfinished run began; --overwrite: starting over")
+            return _write(source, out, key, batches, calib_info, config, command, tokenizer, timings)
+
+
+def _write(source, out: Path, key: str, batches, calib_info, config: PruneConfig, command: str, tokenizer,
+           timings: dict) -> PruneReport:
+    writer = CheckpointWriter(out, key, config.overwrite, source.resumable, command)
+    sink = _checkpoint_sink(source, writer, config)
+    try:
+        return driver.run(source, sink, batches, calib_info, config, command, tokenizer, out, timings)
+    except BaseException as err:
+        if writer.done == 0 or (config.overwrite and isinstance(err, InputChanged)):
+            writer.abandon()  # nothing worth resuming, and no state left to strand the next run
+        raise
+    finally:
+        sink.close()
+
+
+def model_device(model, config: PruneConfig) -> torch.device:
+    """The compute device (a loaded model's own unless --device says otherwise); joins torchrun's group."""
+    if isinstance(model, nn.Module) and config.device == "auto":
+        device = next(model.parameters()).device
+    else:
+        device = resolve_device(config.device)
+    return distributed.init_from_env(device)
+
+
+def _source(model, out, config: PruneConfig, device: torch.device, tokenizer, calibration, named: list[Path]):
+    """(block source, tokenizer) for a loaded model, a folder/GGUF/None streamed to `out`, or loaded whole."""
+    if isinstance(model, nn.Module):
+        return ModuleSource(model.to(device).eval(), type(model).__name__), tokenizer
+    folder = resolve_source(model)
+    if tokenizer is None and not isinstance(calibration, torch.Tensor):
+        tokenizer = load_tokenizer(folder)
+    if out is None:
+        loaded = load_pruned(folder, dtype=resolve_dtype(config.dtype, device), device=device)
+        return ModuleSource(loaded, str(folder)), tokenizer
+    return ShardSource(Skeleton(folder, resolve_dtype(config.dtype, device), device)), tokenizer
+
+
+def _run_key(source, batches, config: PruneConfig) -> str:
+    """The same run (resumable) has the same key; a model passed in memory never resumes."""
+    if not source.resumable:
+        return uuid.uuid4().hex
+    settings = {k: v for k, v in config.to_dict().items() if k not in RESULT_IRRELEVANT}
+    config_bytes = (Path(source.name) / "config.json").read_bytes()
+    return fingerprint(settings, digest_batches(batches), source.name, config_bytes)
+
+
+def _checkpoint_sink(source, writer: CheckpointWriter, config: PruneConfig) -> CheckpointSink:
+    if config.save_dtype != "auto":
+        save_dtype = DTYPES[config.save_dtype]
+    elif source.resumable:
+        save_dtype = source.skeleton.reader.dtype()
+    else:
+        save_dtype = source.dtype
+    stem = sum(1 for _ in _stem_names(source))
+    blocks = len(source.layers)
+    return CheckpointSink(writer, save_dtype, total_shards=blocks + stem, first_stem=blocks)
+
+
+def _stem_names(source):
+    if source.resumable:
+        return source.skeleton.stem_tensor_names()
+    return [name for name, _ in source.stem_tensors()]

@@ -21,7 +21,7 @@ from liar.config import PruneConfig
 CHOICES = {
     "criterion": cfg.CRITERIA, "reconstruct": cfg.RECONSTRUCTIONS, "allocation": cfg.ALLOCATIONS,
     "gqa": cfg.GQA_MODES, "calibration": cfg.CALIBRATION_MODES, "device": cfg.DEVICES, "dtype": cfg.DTYPES,
-    "solve_dtype": cfg.SOLVE_DTYPES, "backend": cfg.BACKENDS, "offload": cfg.OFFLOADS,
+    "solve_dtype": cfg.SOLVE_DTYPES, "backend": cfg.BACKENDS, "offload": cfg.OFFLOADS, "save_dtype": cfg.DTYPES,
 }
 FLAGS = {"intercept": "--no-bias", "overwrite": "--overwrite"}  # booleans: the flag flips the default
 

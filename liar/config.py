@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from liar.activations import parse_bytes
@@ -41,6 +42,8 @@ class PruneConfig:
         fitted to the dense model's outputs through the teacher–student cross-Gram).
     offload: where calibration activations wait between blocks: none (compute device), cpu, disk;
         max_memory (e.g. "8GiB") spills them to disk when they would exceed it.
+    save_dtype: dtype of the written weights; auto = the input's (the checkpoint's dtype, float32 for a
+        dequantized GGUF, the model's own for a model passed in memory).
     """
 
     ratio: float = 0.2
@@ -63,6 +66,7 @@ class PruneConfig:
     device: str = "auto"
     dtype: str = "auto"
     backend: str = "auto"
+    save_dtype: str = "auto"
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -78,8 +82,10 @@ class PruneConfig:
         _choice("dtype", self.dtype, DTYPES)
         _choice("solve_dtype", self.solve_dtype, SOLVE_DTYPES)
         _choice("backend", self.backend, BACKENDS)
-        if self.alpha < 0:
-            raise ValueError(f"alpha={self.alpha} must be >= 0 (the damping is alpha · mean(diag C_RR))")
+        _choice("save_dtype", self.save_dtype, DTYPES)
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha={self.alpha} must be a finite number >= 0 (the damping is alpha · mean(diag C_RR));"
+                             " the default 0.01 suits most models")
         if not 0.0 <= self.min_keep < 1.0:
             raise ValueError(f"min_keep={self.min_keep} must be in [0, 1)")
         for name in ("nsamples", "seqlen", "batch_size"):

@@ -50,27 +50,15 @@ class BatchMeta:
 
 
 class Blocks(Protocol):
-    """The model's blocks, opened one at a time (in memory: always there; streaming: read from shards)."""
+    """The model's blocks, opened one at a time (see liar.driver: a source to read from, a sink to write to)."""
 
     def __len__(self) -> int: ...
 
     def open(self, index: int) -> nn.Module: ...
 
+    def as_saved(self, layer: nn.Module) -> None: ...
+
     def close(self, index: int, layer: nn.Module, report: LayerReport | None) -> None: ...
-
-
-class InMemoryBlocks:
-    def __init__(self, layers: nn.ModuleList):
-        self.layers = layers
-
-    def __len__(self) -> int:
-        return len(self.layers)
-
-    def open(self, index: int) -> nn.Module:
-        return self.layers[index]
-
-    def close(self, index: int, layer: nn.Module, report: LayerReport | None) -> None:
-        return None
 
 
 class _Captured(Exception):
@@ -227,41 +215,14 @@ def prune_blocks(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], b
                 teacher = out
             else:
                 report, t_out, s_out = sequential_step(arch, layer, shapes[i], budgets[i], metas, teacher, student,
-                                                       config, i, new_store)
+                                                       config, i, new_store, blocks.as_saved)
                 teacher.clear()
                 student.clear()
                 teacher, student = t_out, s_out
-            closing = time.perf_counter()
             report.stages["read"] = opened - began
             blocks.close(i, layer, report)
-            report.stages["write"] = time.perf_counter() - closing
-            report.seconds = time.perf_counter() - began
         reports.append(report)
     teacher.clear()
     if student is not None:
         student.clear()
     return reports
-
-
-@torch.no_grad()
-def prune_model(model: nn.Module, arch: Architecture, batches: list[CalibBatch], config: PruneConfig,
-                device: torch.device, new_store: NewStore) -> list[LayerReport]:
-    """Prune every block of an in-memory `model` in place; returns one report per block."""
-    layers = arch.layer_list(model)
-    blocks = InMemoryBlocks(layers)
-    head_dim = arch.head_dim(model.config)
-    shapes = [LayerShape.of(arch, layer, head_dim) for layer in layers]
-    if config.allocation == "global":
-        hidden = new_store()
-        metas = capture_inputs(model, layers[0], batches, device, hidden)
-        budgets = global_budgets(arch, blocks, shapes, metas, hidden, config, new_store)
-    else:
-        budgets = uniform_budgets(arch, model.config, shapes, config)
-    teacher = new_store()
-    metas = capture_inputs(model, layers[0], batches, device, teacher)
-    student = None
-    if config.calibration == "sequential":
-        student = new_store()
-        for h in teacher:
-            student.append(h)
-    return prune_blocks(arch, blocks, shapes, budgets, metas, teacher, student, config, new_store)

@@ -36,6 +36,14 @@ class LayerReport:
     mlp: ModuleReport
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)  # seconds: read, forward (+ statistics), solve, write
+    params: int = 0  # attention + FFN linear parameters after pruning (biases included)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LayerReport:
+        return cls(**{**d, "attn": ModuleReport(**d["attn"]), "mlp": ModuleReport(**d["mlp"])})
 
 
 @dataclass
@@ -60,10 +68,7 @@ class PruneReport:
     @classmethod
     def load(cls, path: str | Path) -> PruneReport:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        raw["layers"] = [
-            LayerReport(l["index"], ModuleReport(**l["attn"]), ModuleReport(**l["mlp"]), l["seconds"], l["stages"])
-            for l in raw["layers"]
-        ]
+        raw["layers"] = [LayerReport.from_dict(layer) for layer in raw["layers"]]
         return cls(**raw)
 
     def add_solver_warnings(self) -> None:

@@ -12,6 +12,7 @@ Per block, three passes over the calibration batches:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -62,7 +63,10 @@ def _record(block: nn.Module, meta: BatchMeta, hidden: torch.Tensor, capture: li
 def sequential_step(
     arch: Architecture, layer: nn.Module, shape: LayerShape, budget: Budget, metas: list[BatchMeta],
     teacher: TensorStore, student: TensorStore, config: PruneConfig, index: int, new_store: NewStore,
+    as_saved: Callable[[nn.Module], None],
 ) -> tuple[LayerReport, TensorStore, TensorStore]:
+    """Prune one block on student statistics; `as_saved` brings the pruned block to the exact form it is saved
+    in before the student runs through it, so a resumed run (which reads it back) sees the same numbers."""
     began = time.perf_counter()
     o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
     stats = new_stats(arch, layer, config.backend, cls=CrossStats)
@@ -88,6 +92,7 @@ def sequential_step(
     solving = time.perf_counter()
     mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, generator(config, index, "mlp"))
     solve += time.perf_counter() - solving
+    as_saved(layer)
     run_block(layer, metas, student.drain(), {}, s_out)
     stages = {"forward": time.perf_counter() - began - solve, "solve": solve}
     return LayerReport(index=index, attn=attn, mlp=mlp, stages=stages), t_out, s_out

@@ -79,7 +79,7 @@ def _digest(folder):
 
 def test_input_folder_untouched_and_output_never_inside_it(model_dir, tmp_path):
     before = _digest(model_dir)
-    with pytest.raises(ValueError, match="inside the input model folder"):
+    with pytest.raises(ValueError, match="is the input .* or inside it"):
         liar.prune(model_dir, model_dir / "pruned", liar.PruneConfig(**FAST), calibration=calib_ids())
     out = tmp_path / "pruned"
     liar.prune(model_dir, out, liar.PruneConfig(**FAST), calibration=calib_ids())
@@ -94,18 +94,23 @@ def test_existing_output_refused_then_replaced_with_overwrite(model_dir, tmp_pat
     (out / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--overwrite"):
         liar.prune(model_dir, out, liar.PruneConfig(**FAST), calibration=calib_ids())
+    with pytest.raises(ValueError, match="not a liar output"):  # --overwrite replaces only liar's own outputs
+        liar.prune(model_dir, out, liar.PruneConfig(**FAST, overwrite=True), calibration=calib_ids())
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    liar.prune(model_dir, out, liar.PruneConfig(**FAST, overwrite=True), calibration=calib_ids())
-    assert (out / "config.json").is_file() and not (out / "keep.txt").exists()
+    (out / "keep.txt").unlink()
+    liar.prune(model_dir, out, liar.PruneConfig(**FAST), calibration=calib_ids())  # an empty folder is free
+    first = (out / "liar_report.json").read_text()
+    liar.prune(model_dir, out, liar.PruneConfig(**FAST, ratio=0.4, overwrite=True), calibration=calib_ids())
+    assert (out / "liar_report.json").read_text() != first
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     model = tiny_model()
 
-    def boom(self, *a, **k):
+    def boom(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", boom)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr("liar.io.writer.write_shard", boom)
+    with pytest.raises(OSError, match="is full .* free space"):
         prune_to(tmp_path, copy.deepcopy(model), ratio=0.3)
     assert list(tmp_path.iterdir()) == []

@@ -72,30 +72,41 @@ def test_offload_places_give_the_same_checkpoint(offload, max_memory, tmp_path, 
 
 
 def test_a_foreign_unfinished_run_is_refused(tmp_path):
+    """Refused while it holds finished blocks (they are someone's work); replaced when it holds none."""
     source = save(tiny_model(), tmp_path / "src")
     partial = tmp_path / ".out.partial"
     partial.mkdir()
-    (partial / "state.json").write_text(json.dumps({"fingerprint": "other", "budgets": None, "reports": [],
-                                                    "params": []}))
-    with pytest.raises(FileExistsError, match="other settings"):
+    state = {"fingerprint": "other", "budgets": None, "reports": [{"index": 0}], "digests": {},
+             "command": "liar prune --ratio 0.5"}
+    (partial / "state.json").write_text(json.dumps(state))
+    with pytest.raises(FileExistsError, match="other settings .*liar prune --ratio 0.5"):
         liar.prune(source, tmp_path / "out", liar.PruneConfig(**FAST), calibration=calib_ids())
     liar.prune(source, tmp_path / "out", liar.PruneConfig(**FAST, overwrite=True), calibration=calib_ids())
     assert (tmp_path / "out" / "config.json").is_file() and not partial.exists()
+    empty = tmp_path / ".out2.partial"
+    empty.mkdir()
+    (empty / "state.json").write_text(json.dumps({**state, "reports": []}))
+    liar.prune(source, tmp_path / "out2", liar.PruneConfig(**FAST), calibration=calib_ids())
+    assert (tmp_path / "out2" / "config.json").is_file() and not empty.exists()
 
 
-def _cli(source: Path, out: Path, text: Path) -> list[str]:
+def _cli(source: Path, out: Path, text: Path, calibration: str) -> list[str]:
     return [sys.executable, "-m", "liar", "prune", "--model", str(source), "--out", str(out), "--calib", str(text),
-            "--nsamples", "24", "--seqlen", "96", "--batch-size", "8", "--calibration", "sequential"]
+            "--nsamples", "24", "--seqlen", "96", "--batch-size", "8", "--calibration", calibration]
 
 
-def test_killed_run_resumes_to_a_byte_identical_checkpoint(tmp_path, text_file):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("calibration", ["dense", "sequential"])
+def test_killed_run_resumes_to_a_byte_identical_checkpoint(calibration, dtype, tmp_path, text_file):
+    """SIGKILL once two blocks are on disk (found by polling the partial folder), then the same command."""
     big = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=8, num_attention_heads=6,
                num_key_value_heads=2, head_dim=32)
-    source = save(tiny_model(**big), tmp_path / "src")
+    source = save(tiny_model(**big).to(dtype), tmp_path / "src")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_cli(source, tmp_path / "whole", text_file), check=True, env=env, capture_output=True)
+    _cli_run = lambda out: _cli(source, out, text_file, calibration)  # noqa: E731
+    subprocess.run(_cli_run(tmp_path / "whole"), check=True, env=env, capture_output=True)
     out, partial = tmp_path / "resumed", tmp_path / ".resumed.partial"
-    proc = subprocess.Popen(_cli(source, out, text_file), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_cli_run(out), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(list(partial.glob("model-*.safetensors"))) < 2 and proc.poll() is None and time.time() < deadline:
@@ -104,7 +115,7 @@ def test_killed_run_resumes_to_a_byte_identical_checkpoint(tmp_path, text_file):
     proc.wait()
     finished = len(list(partial.glob("model-*.safetensors")))
     assert 2 <= finished < 9 and not out.exists(), "the run was not caught mid-way"
-    done = subprocess.run(_cli(source, out, text_file), env=env, capture_output=True, text=True)
+    done = subprocess.run(_cli_run(out), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming" in done.stderr
     for name in sorted(p.name for p in (tmp_path / "whole").iterdir() if p.name != "liar_report.json"):

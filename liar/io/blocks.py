@@ -11,25 +11,29 @@ from liar.models.base import Architecture, set_linear
 
 def load_block(
     arch: Architecture, layer: nn.Module, prefix: str, reader: ShardReader, dtype: torch.dtype | None,
-    device: torch.device | str, head_dim: int,
+    device: torch.device | str, head_dim: int, hasher=None,
 ) -> nn.Module:
     """Set every parameter of `layer` from `reader` under `prefix` (device "meta": shapes only, no reads).
 
     Block linears are rebuilt at the checkpoint's shapes (a pruned checkpoint may be narrower than its
     base config) and get a bias exactly when the checkpoint has one; other parameters are assigned.
+    `hasher` (a hashlib object), when given, digests every tensor's name and stored bytes as read.
     """
 
     on_meta = torch.device(device).type == "meta"
 
     def fetch(name: str) -> torch.Tensor:
         t = reader.meta(prefix + name) if on_meta else reader.get(prefix + name)
+        if hasher is not None:
+            hasher.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            hasher.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
         # A private copy, never a view of the memory-mapped file: once the reader closes, the file pages
         # leave this process, and each weight is released as soon as pruning replaces it.
         return t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype,
                     copy=not on_meta)
 
     linears = {sub for kind in ("attn", "mlp") for sub in arch.linears(layer, kind)}
-    for sub in linears:
+    for sub in sorted(linears):  # a fixed order: the digest of the bytes read depends on it
         bias = fetch(f"{sub}.bias") if f"{prefix}{sub}.bias" in reader else None
         set_linear(layer, sub, fetch(f"{sub}.weight"), bias)
     for mod_name, module in layer.named_modules():

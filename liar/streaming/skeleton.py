@@ -66,11 +66,13 @@ class Skeleton:
         """Checkpoint tensors outside the blocks (copied to the output unchanged)."""
         return [k for k in self.reader.keys() if not k.startswith(self.prefix)]
 
-    def load_layer(self, index: int, reader: ShardReader | None = None, device: str | None = None) -> nn.Module:
-        """Materialize block `index` from the input shards (or from `reader`, e.g. the finished output's)."""
+    def load_layer(self, index: int, reader: ShardReader | None = None, device: str | None = None,
+                   hasher=None) -> nn.Module:
+        """Materialize block `index` from the input shards (or from `reader`, e.g. the finished output's);
+        `hasher` digests the bytes read."""
         source = reader or self.reader
         layer = load_block(self.arch, self.layers[index], f"{self.prefix}{index}.", source, self.dtype,
-                           device or self.device, self.head_dim)
+                           device or self.device, self.head_dim, hasher)
         source.close()
         return layer
 

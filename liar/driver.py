@@ -1,0 +1,169 @@
+"""The one driver: block source → budgets and export plan → calibrate (dense | sequential) → select →
+reconstruct → block sink → one report.
+
+Pruning a model in memory and streaming a checkpoint folder differ only in the source and the sink
+(liar.blocks). The export plan is made from the budgets before any block is pruned, so every sink writes
+blocks in their final form; a resumed run replays the finished blocks from the partial folder exactly as saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from liar import distributed, ops
+from liar.activations import activation_bytes, store_factory
+from liar.allocation import Budget, sizes_after
+from liar.config import PruneConfig
+from liar.io.export import block_linear_params, export_note, plan_export
+from liar.pipeline import (
+    CalibBatch, NewStore, capture_inputs, global_budgets, prune_blocks, run_block, uniform_budgets,
+)
+from liar.report import LayerReport, PruneReport, versions
+from liar.structure import LayerShape
+
+
+class _Blocks:
+    """The pipeline's view of one source and one sink: open reads (and digests), close writes and frees."""
+
+    def __init__(self, source, sink):
+        self.source, self.sink = source, sink
+
+    def __len__(self) -> int:
+        return len(self.source.layers)
+
+    def open(self, index: int) -> nn.Module:
+        layer, digest = self.source.open(index)
+        self.sink.check_digest(f"block:{index}", digest)
+        return layer
+
+    def as_saved(self, layer: nn.Module) -> None:
+        self.sink.as_saved(self.source.arch, layer)
+
+    def close(self, index: int, layer: nn.Module, report: LayerReport | None) -> None:
+        if report is not None:
+            report.params = block_linear_params(self.source.arch, layer)
+            self.sink.write(self.source, index, layer, report)
+        self.source.close(index)
+
+
+def _consumer_bias(source, budgets: list[Budget], config: PruneConfig) -> dict[str, bool]:
+    """Will any pruned consumer of each block carry a bias (see liar.functional.reconstruct)?"""
+    arch = source.arch
+    adds = config.reconstruct == "bias" or (config.reconstruct == "liar" and config.intercept)
+    pairs = list(zip(source.layers, budgets, strict=True))
+    return {"attn": any(arch.attn_consumer(l).bias is not None or (adds and b.attn_units > 0) for l, b in pairs),
+            "mlp": any(arch.ffn_consumer(l).bias is not None or (adds and b.neurons > 0) for l, b in pairs)}
+
+
+def _budgets(source, blocks: _Blocks, shapes, batches, config: PruneConfig, new_store: NewStore) -> list[Budget]:
+    if blocks.sink.budgets is not None:
+        return [Budget(*b) for b in blocks.sink.budgets]
+    if config.allocation == "global":
+        hidden = new_store()
+        metas = capture_inputs(source.model, source.layers[0], batches, source.device, hidden)
+        budgets = global_budgets(source.arch, blocks, shapes, metas, hidden, config, new_store)
+    else:
+        budgets = uniform_budgets(source.arch, source.config, shapes, config)
+    blocks.sink.set_budgets([[b.attn_units, b.neurons] for b in budgets])
+    return budgets
+
+
+def _replay(source, blocks: _Blocks, metas, teacher, student, new_store: NewStore):
+    """A resumed run rebuilds the next block's inputs: the dense blocks (and, in sequential mode, the finished
+    pruned ones, read back exactly as saved) run again over the captured inputs."""
+    done = blocks.sink.done
+    if not done:
+        return teacher, student
+    files = blocks.sink.writer.finished_files(blocks.sink.total)
+    for i in tqdm(range(done), desc="replaying finished blocks", unit="layer", disable=not distributed.is_main()):
+        teacher = run_block(blocks.open(i), metas, teacher.drain(), {}, new_store())
+        if student is not None:
+            student = run_block(source.open_finished(i, files), metas, student.drain(), {}, new_store())
+        source.close(i)
+    return teacher, student
+
+
+def _verify_finished(source, blocks: _Blocks) -> None:
+    """On a resume, read the finished blocks' input bytes again first: a changed input stops the run here, before
+    any work (and before the stem is released, so the caller may start over)."""
+    for i in range(blocks.sink.done):
+        blocks.open(i)
+        source.close(i)
+
+
+def _record_stem(source, sink) -> None:
+    """Digest the tensors outside the blocks once, so a resume proves they are unchanged."""
+    if source.resumable:
+        for name, tensor in source.stem_tensors():
+            sink.check_digest(f"stem:{name}",
+                              hashlib.sha256(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest())
+
+
+def build_report(source, shapes: list[LayerShape], layers: list[LayerReport], plan, calibration: dict,
+                 config: PruneConfig, command: str, out) -> PruneReport:
+    """The run report, the same for every source and sink."""
+    blocks_before = sum(s.block_params for s in shapes)
+    blocks_after = sum(layer.params for layer in layers)
+    params_after = source.params_before - blocks_before + blocks_after
+    report = PruneReport(
+        config=config.to_dict(),
+        model={"source": source.name, "architecture": source.arch.name,
+               "params_before": source.params_before, "params_after": params_after,
+               "block_params_before": blocks_before, "block_params_after": blocks_after,
+               "block_fraction_removed": 1 - blocks_after / blocks_before,
+               "model_fraction_removed": 1 - params_after / source.params_before},
+        calibration=calibration, layers=layers,
+        backends={"device": str(source.device), "gram_update": ops.last_backend("gram_update") or "",
+                  "liar_solve": ops.last_backend("liar_solve") or "", "ranks": str(distributed.world_size()),
+                  "blocks": "streamed from shards" if source.resumable else "in memory"},
+        command=command, versions=versions(),
+        output={"path": str(out) if out else None, "stock_loadable": plan.stock,
+                "report": str(out / "liar_report.json") if out else None},
+    )
+    report.add_solver_warnings()
+    if not plan.stock:
+        report.warnings.append(export_note(source.arch))
+    return report
+
+
+@torch.no_grad()
+def run(source, sink, batches: list[CalibBatch], calibration: dict, config: PruneConfig, command: str,
+        tokenizer=None, out=None, timings: dict | None = None) -> PruneReport:
+    """Prune every block of `source` into `sink`; returns the report (also saved by a checkpoint sink)."""
+    started = time.perf_counter()
+    arch = source.arch
+    shapes = [LayerShape.of(arch, layer, source.head_dim) for layer in source.layers]
+    blocks = _Blocks(source, sink)
+    tokens = sum(b.input_ids.numel() for b in batches)
+    need = activation_bytes(tokens, source.config.hidden_size, max(s.sizes.ffn for s in shapes), source.dtype,
+                            config.calibration == "sequential")
+    new_store = store_factory(config.offload, config.max_memory, need, source.device, sink.scratch)
+    _verify_finished(source, blocks)
+    _record_stem(source, sink)
+    budgets = _budgets(source, blocks, shapes, batches, config, new_store)
+    sizes = [sizes_after(s, b, config.gqa) for s, b in zip(shapes, budgets, strict=True)]
+    sink.plan = plan_export(arch, source.config, sizes, _consumer_bias(source, budgets, config))
+    teacher = new_store()
+    metas = capture_inputs(source.model, source.layers[0], batches, source.device, teacher)
+    source.release_stem()
+    student = None
+    if config.calibration == "sequential":
+        student = new_store()
+        for h in teacher:
+            student.append(h)
+    teacher, student = _replay(source, blocks, metas, teacher, student, new_store)
+    finished = sink.reports()
+    layers = finished + prune_blocks(arch, blocks, shapes, budgets, metas, teacher, student, config, new_store,
+                                     start=sink.done)
+    report = build_report(source, shapes, layers, sink.plan, calibration, config, command, out)
+    report.timings = {**(timings or {}), "prune": time.perf_counter() - started}
+    report.timings["total"] = sum(report.timings.values())
+    with distributed.step():
+        if distributed.is_main():
+            sink.finish(source, report, tokenizer)
+    return report
