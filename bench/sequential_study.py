@@ -21,10 +21,10 @@ from pathlib import Path
 
 import liar
 import liar.sequential
-from liar import data, distributed
+from liar import data
 from liar.eval import perplexity
 from liar.io.load import load_pruned, load_tokenizer, resolve_source
-from liar.pipeline import generator, new_stats, run_block
+from liar.forward import generator, new_stats, run_block, sum_over_ranks
 from liar.prune_layer import prune_attention, prune_ffn
 from liar.report import LayerReport
 
@@ -38,10 +38,10 @@ def self_target_step(arch, layer, shape, budget, metas, teacher, student, config
     o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
     stats = new_stats(arch, layer, config.backend)
     run_block(layer, metas, student, {o: stats["attn"]}, None)
-    distributed.sum_stats_(stats["attn"])
+    sum_over_ranks(stats["attn"])
     attn = prune_attention(arch, layer, shape, stats["attn"], budget.attn_units, config, generator(config, index, "attn"))
     run_block(layer, metas, student, {down: stats["mlp"]}, None)
-    distributed.sum_stats_(stats["mlp"])
+    sum_over_ranks(stats["mlp"])
     mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, generator(config, index, "mlp"))
     return LayerReport(index=index, attn=attn, mlp=mlp), teacher, run_block(layer, metas, student, {}, new_store())
 

@@ -25,7 +25,7 @@ from liar.io.destination import OutputLock, check_destination
 from liar.io.load import load_pruned, load_tokenizer, resolve_source
 from liar.io.writer import CheckpointWriter, InputChanged, digest_batches, fingerprint
 from liar.report import PruneReport
-from liar.streaming.skeleton import Skeleton
+from liar.io.skeleton import Skeleton
 
 log = logging.getLogger(__name__)
 

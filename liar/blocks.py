@@ -23,7 +23,7 @@ from liar.io.shards import INDEX_NAME, SINGLE_NAME, ShardReader
 from liar.io.writer import CheckpointWriter
 from liar.models import architecture_for
 from liar.report import LayerReport
-from liar.streaming.skeleton import Skeleton
+from liar.io.skeleton import Skeleton
 
 SIDE_FILE_EXCLUDES = (SINGLE_NAME, INDEX_NAME, "config.json", "liar_report.json")
 
@@ -70,6 +70,7 @@ class ModuleSource:
             yield name, tensor
 
     def write_side_files(self, folder: Path, tokenizer) -> None:
+        self.config.architectures = [type(self.model).__name__]  # as save_pretrained records it
         self.config.save_pretrained(folder)
         generation = getattr(self.model, "generation_config", None)
         if generation is not None and self.model.can_generate():
@@ -79,7 +80,7 @@ class ModuleSource:
 
 
 class ShardSource:
-    """A checkpoint folder read block by block (see liar.streaming.skeleton)."""
+    """A checkpoint folder read block by block (see liar.io.skeleton)."""
 
     resumable = True
 
@@ -145,8 +146,9 @@ class InPlaceSink:
     def reports(self) -> list[LayerReport]:
         return []
 
-    def finish(self, source, report, tokenizer) -> None:
+    def finish(self, source, report, tokenizer, stamp) -> None:
         apply_plan(source.arch, source.config, self.plan, source.head_dim)
+        stamp(report)
 
     def close(self) -> None:
         return None
@@ -194,8 +196,10 @@ class CheckpointSink:
                    for k, v in layer.state_dict().items()}
         self.writer.save_block(index, self.total, tensors, report)
 
-    def finish(self, source, report, tokenizer) -> None:
+    def finish(self, source, report, tokenizer, stamp) -> None:
         apply_plan(source.arch, source.config, self.plan, source.head_dim)
+        source.config.dtype = self.save_dtype
+        report.output["dtype"] = str(self.save_dtype).removeprefix("torch.")
 
         def side_files(folder: Path) -> None:
             source.write_side_files(folder, tokenizer)
@@ -203,7 +207,7 @@ class CheckpointSink:
                 mark_per_layer_format(folder / "config.json")
 
         stem = ((name, t.to(self.save_dtype) if t.is_floating_point() else t) for name, t in self._checked(source))
-        self.writer.finish(self.total, self.first_stem, stem, side_files, report)
+        self.writer.finish(self.total, self.first_stem, stem, side_files, report, stamp)
 
     def _checked(self, source):
         for name, tensor in source.stem_tensors():

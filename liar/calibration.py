@@ -6,7 +6,7 @@ import torch
 
 from liar import data
 from liar.config import PruneConfig
-from liar.pipeline import CalibBatch
+from liar.forward import CalibBatch
 
 
 def _calibration_texts(config: PruneConfig, tokenizer, calibration, encoder: bool) -> tuple[list[str], str]:

@@ -118,23 +118,6 @@ def all_reduce_(*tensors: torch.Tensor) -> None:
         dist.all_reduce(t)
 
 
-def sum_stats_(stats) -> None:
-    """Sum GramStats / CrossStats over ranks in place (sums, token counts, dense output energy)."""
-    if not active():
-        return
-    from liar.stats import CrossStats
-
-    own = stats.student if isinstance(stats, CrossStats) else stats
-    extra = [float(stats.target_energy)] if isinstance(stats, CrossStats) else []
-    scalars = torch.tensor([float(own.n), *extra], dtype=torch.float64, device=own.G.device)
-    tensors = [own.G, own.s, scalars] + ([stats.G_ts, stats.s_t] if isinstance(stats, CrossStats) else [])
-    all_reduce_(*tensors)
-    own.n = int(round(float(scalars[0])))
-    own.symmetric = False
-    if isinstance(stats, CrossStats):
-        stats.target_energy = float(scalars[1])
-
-
 def shard(items: list) -> list:
     """This rank's share of the calibration batches (round robin)."""
     if not active():

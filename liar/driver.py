@@ -20,9 +20,8 @@ from liar.activations import activation_bytes, store_factory
 from liar.allocation import Budget, sizes_after
 from liar.config import PruneConfig
 from liar.io.export import block_linear_params, export_note, plan_export
-from liar.pipeline import (
-    CalibBatch, NewStore, capture_inputs, global_budgets, prune_blocks, run_block, uniform_budgets,
-)
+from liar.forward import CalibBatch, NewStore, capture_inputs, run_block
+from liar.pipeline import global_budgets, prune_blocks, uniform_budgets
 from liar.report import LayerReport, PruneReport, versions
 from liar.structure import LayerShape
 
@@ -158,12 +157,21 @@ def run(source, sink, batches: list[CalibBatch], calibration: dict, config: Prun
             student.append(h)
     teacher, student = _replay(source, blocks, metas, teacher, student, new_store)
     finished = sink.reports()
+    setup_done = time.perf_counter()
     layers = finished + prune_blocks(arch, blocks, shapes, budgets, metas, teacher, student, config, new_store,
                                      start=sink.done)
+    blocks_done = time.perf_counter()
     report = build_report(source, shapes, layers, sink.plan, calibration, config, command, out)
-    report.timings = {**(timings or {}), "prune": time.perf_counter() - started}
-    report.timings["total"] = sum(report.timings.values())
+
+    def stamp(report: PruneReport) -> None:
+        """Called by the sink right before the report is saved: every phase, and their sum as the total."""
+        report.timings = {**(timings or {}), "setup": setup_done - started, "blocks": blocks_done - setup_done,
+                          "finish": time.perf_counter() - blocks_done}
+        report.timings["total"] = sum(report.timings.values())
+
     with distributed.step():
         if distributed.is_main():
-            sink.finish(source, report, tokenizer)
+            sink.finish(source, report, tokenizer, stamp)
+    if not distributed.is_main():
+        stamp(report)
     return report

@@ -81,6 +81,19 @@ class PruneReport:
                     self.warnings.append(msg)
                     log.warning(msg)
 
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds per stage (read, forward, statistics, solve, write) summed over the blocks."""
+        totals: dict[str, float] = {}
+        for layer in self.layers:
+            for stage, seconds in layer.stages.items():
+                totals[stage] = totals.get(stage, 0.0) + seconds
+        return totals
+
+    def time_split(self) -> str:
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in self.timings.items() if k not in ("total", "blocks"))
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds().items())
+        return f"{phases}, blocks {self.timings.get('blocks', 0):.1f} [{stages}]"
+
     def mean_errors(self, kind: str) -> dict[str, float]:
         """Mean relative calibration error per reconstruction mode over layers, for 'attn' or 'mlp'."""
         rows = [getattr(l, kind).errors for l in self.layers]
@@ -91,8 +104,8 @@ class PruneReport:
         lines = [
             f"pruned {m.get('source')} ({m.get('architecture')}) on {self.backends.get('device', '?')}",
             f"  parameters: {m.get('params_before', 0):,} -> {m.get('params_after', 0):,} "
-            f"(blocks -{m.get('block_fraction_removed', 0):.1%}, whole model -{m.get('model_fraction_removed', 0):.1%})",
-            f"  time: {self.timings.get('total', 0):.1f} s (calibration forward + solves {self.timings.get('prune', 0):.1f} s)",
+            f"(blocks {-m.get('block_fraction_removed', 0):+.1%}, whole model {-m.get('model_fraction_removed', 0):+.1%})",
+            f"  time: {self.timings.get('total', 0):.1f} s ({self.time_split()})",
             f"  kernels: {', '.join(f'{k}={v}' for k, v in self.backends.items() if k != 'device')}",
         ]
         for kind in ("attn", "mlp"):
@@ -101,7 +114,9 @@ class PruneReport:
                 lines.append(f"  mean relative error ({kind}): " + ", ".join(f"{k} {v:.4f}" for k, v in e.items()))
         if self.output.get("path"):
             loader = "stock transformers" if self.output.get("stock_loadable") else "liar.load_pruned"
-            lines.append(f"  output: {self.output['path']} (loads with {loader}); report: {self.output.get('report')}")
+            size = f"{self.output.get('bytes', 0) / 2**20:,.0f} MiB of {self.output.get('dtype', '?')} weights, "
+            lines.append(f"  output: {self.output['path']} ({size}loads with {loader}); report: "
+                         f"{self.output.get('report')}")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 

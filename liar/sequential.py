@@ -17,11 +17,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from liar import distributed
 from liar.allocation import Budget
 from liar.config import PruneConfig
 from liar.models.base import Architecture
-from liar.pipeline import BatchMeta, NewStore, block_output, generator, new_stats, run_block
+from liar.forward import BatchMeta, NewStore, block_output, generator, new_stats, run_block, sum_over_ranks
 from liar.prune_layer import prune_attention, prune_ffn
 from liar.report import LayerReport
 from liar.activations import TensorStore
@@ -71,13 +70,16 @@ def sequential_step(
     o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
     stats = new_stats(arch, layer, config.backend, cls=CrossStats)
     t_out, s_out, t_ffn_in = new_store(), new_store(), new_store()
+    statistics = 0.0
     for meta, h_t, h_s in zip(metas, teacher.drain(), student, strict=True):
         x_t, y_t = _record(layer, meta, h_t, [o, down], targets={o: stats["attn"], down: stats["mlp"]})
         t_out.append(y_t)
         t_ffn_in.append(x_t[down])
         x_s, _ = _record(layer, meta, h_s, [o], stop_at=o)
+        counting = time.perf_counter()
         stats["attn"].update(x_s[o], x_t[o], meta.mask)
-    distributed.sum_stats_(stats["attn"])
+        statistics += time.perf_counter() - counting
+    sum_over_ranks(stats["attn"])
     stats["attn"].check_finite(f"layer {index} attn consumer inputs")
     solving = time.perf_counter()
     attn = prune_attention(arch, layer, shape, stats["attn"], budget.attn_units, config,
@@ -85,14 +87,16 @@ def sequential_step(
     solve = time.perf_counter() - solving
     for meta, h_s, x_t in zip(metas, student, t_ffn_in, strict=True):
         x_s, _ = _record(layer, meta, h_s, [down], stop_at=down)
+        counting = time.perf_counter()
         stats["mlp"].update(x_s[down], x_t, meta.mask)
+        statistics += time.perf_counter() - counting
     t_ffn_in.clear()
-    distributed.sum_stats_(stats["mlp"])
+    sum_over_ranks(stats["mlp"])
     stats["mlp"].check_finite(f"layer {index} mlp consumer inputs")
     solving = time.perf_counter()
     mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, generator(config, index, "mlp"))
     solve += time.perf_counter() - solving
     as_saved(layer)
     run_block(layer, metas, student.drain(), {}, s_out)
-    stages = {"forward": time.perf_counter() - began - solve, "solve": solve}
+    stages = {"forward": time.perf_counter() - began - solve - statistics, "statistics": statistics, "solve": solve}
     return LayerReport(index=index, attn=attn, mlp=mlp, stages=stages), t_out, s_out

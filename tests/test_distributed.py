@@ -106,6 +106,7 @@ def _fail_on_rank_one(rank: int, init: str, results: str) -> None:
     import torch.distributed as dist
 
     from liar import distributed
+    from liar.forward import sum_over_ranks
     from liar.stats import GramStats
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
@@ -116,7 +117,7 @@ def _fail_on_rank_one(rank: int, init: str, results: str) -> None:
         with distributed.step():
             if rank == 1:
                 raise OSError(28, "No space left on device")
-            distributed.sum_stats_(stats)  # rank 0 would wait here forever without the vote
+            sum_over_ranks(stats)  # rank 0 would wait here forever without the vote
     except distributed.RankFailure as err:
         outcome = f"RankFailure: {err}"
     except OSError as err:

@@ -98,7 +98,7 @@ def test_existing_output_refused_then_replaced_with_overwrite(model_dir, tmp_pat
         liar.prune(model_dir, out, liar.PruneConfig(**FAST, overwrite=True), calibration=calib_ids())
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     (out / "keep.txt").unlink()
-    liar.prune(model_dir, out, liar.PruneConfig(**FAST), calibration=calib_ids())  # an empty folder is free
+    liar.prune(model_dir, out, liar.PruneConfig(**FAST, overwrite=True), calibration=calib_ids())  # empty: free
     first = (out / "liar_report.json").read_text()
     liar.prune(model_dir, out, liar.PruneConfig(**FAST, ratio=0.4, overwrite=True), calibration=calib_ids())
     assert (out / "liar_report.json").read_text() != first
@@ -114,3 +114,36 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="is full .* free space"):
         prune_to(tmp_path, copy.deepcopy(model), ratio=0.3)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_output_is_world_readable_in_the_asked_dtype(model_dir, tmp_path):
+    import stat
+
+    from liar.io.shards import ShardReader
+
+    out = tmp_path / "o"
+    report = liar.prune(model_dir, out, liar.PruneConfig(**FAST, save_dtype="bfloat16"), calibration=calib_ids())
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()} == {f.name: 0o644 for f in out.iterdir()}
+    reader = ShardReader(out)
+    assert {reader.get(k).dtype for k in reader.keys()} == {torch.bfloat16}
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    assert report.output["dtype"] == "bfloat16" and "MiB of bfloat16 weights" in report.summary()
+    assert transformers.AutoModelForCausalLM.from_pretrained(out).dtype == torch.bfloat16
+
+
+def test_report_times_account_for_the_whole_run(model_dir, tmp_path):
+    """Phases sum to the total, the total is the run's wall time, and the blocks' stages (read, forward,
+    statistics, solve, write) sum to the blocks phase: all within 5%, and saved in the file itself."""
+    import time
+
+    began = time.perf_counter()
+    report = liar.prune(model_dir, tmp_path / "o", liar.PruneConfig(**FAST), calibration=calib_ids())
+    wall = time.perf_counter() - began
+    saved = liar.PruneReport.load(tmp_path / "o" / "liar_report.json")
+    assert saved.timings == report.timings and {"load", "setup", "blocks", "finish"} <= set(saved.timings)
+    assert abs(saved.timings["total"] - wall) < 0.05 * wall
+    for layer in saved.layers:
+        assert set(layer.stages) == {"read", "forward", "statistics", "solve", "write"}
+        assert layer.seconds > 0 and abs(sum(layer.stages.values()) - layer.seconds) < 1e-9
+    assert abs(sum(l.seconds for l in saved.layers) - saved.timings["blocks"]) < 0.05 * saved.timings["blocks"]

@@ -1,7 +1,8 @@
 """Where a run writes, checked before any work, locked for the whole run, and replaced without a window.
 
 Nothing is ever lost: the output is never the input, a folder holding the input, the current, home or root
-folder; `--overwrite` replaces only a previous liar output (it holds `liar_report.json`) or an empty folder;
+folder; an existing output is refused, and `--overwrite` replaces only a previous liar output (it holds
+`liar_report.json`) or an empty folder;
 one run at a time holds the destination (an exclusive `flock` that the kernel releases when the process
 dies, so a stale lock of a killed run is taken over, not obeyed); the finished folder is swapped in with one
 atomic `renameat2(RENAME_EXCHANGE)` where the filesystem has it, else moved aside, renamed in and rolled back
@@ -64,10 +65,10 @@ def check_destination(out: str | os.PathLike, inputs: list[Path], overwrite: boo
                     "--out")
     if path.exists() and not path.is_dir():
         _refuse(f"--out {path} is a file, not a folder; choose another --out")
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir():
         if not overwrite:
             raise FileExistsError(f"{path} already exists; choose another --out or pass --overwrite")
-        if not (path / MARKER).is_file():
+        if any(path.iterdir()) and not (path / MARKER).is_file():
             _refuse(f"{path} is not empty and is not a liar output (no {MARKER}); --overwrite replaces only "
                     "previous liar outputs: remove it yourself or choose another --out")
     _check_parent(path)

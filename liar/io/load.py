@@ -60,6 +60,7 @@ def convert_gguf(gguf: Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
         try:
             os.replace(tmp, out)
         except OSError:  # another process (e.g. another rank) finished the same conversion first

@@ -187,9 +187,11 @@ class CheckpointWriter:
 
     # ---- the end -----------------------------------------------------------------------------------
     def finish(self, total: int, first_stem: int, stem: Iterable[tuple[str, torch.Tensor]],
-               write_side_files: Callable[[Path], None], report: PruneReport) -> None:
+               write_side_files: Callable[[Path], None], report: PruneReport,
+               stamp: Callable[[PruneReport], None]) -> None:
         """Stem shards (one tensor each: the largest bounds the memory), index, config and side files (by the
-        caller), report; then the folder replaces the output."""
+        caller), report (`stamp` fills its timings just before it is saved); then the folder replaces the
+        output."""
         if self.main:
             for offset, (name, tensor) in enumerate(stem):
                 self._write(self.shard(first_stem + offset, total), {name: tensor})
@@ -199,9 +201,11 @@ class CheckpointWriter:
                 size += path.stat().st_size
             try:
                 write_index(self.folder, weight_map, size)
+                report.output["bytes"] = size
                 write_side_files(self.folder)
                 report.output["files"] = sorted([p.name for p in self.folder.iterdir() if p.name != STATE_NAME]
                                                 + [MARKER])
+                stamp(report)
                 report.save(self.folder / MARKER)
             except OSError as err:
                 raise (_disk_full(self.folder, err) if _is_disk_full(err) else err) from err

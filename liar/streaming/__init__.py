@@ -1,1 +1,0 @@
-"""Layer streaming: prune checkpoints larger than memory, one block at a time, resumably."""
