@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -140,7 +141,11 @@ class InPlaceSink:
     def set_budgets(self, budgets) -> None:
         return None
 
-    def write(self, source, index: int, layer: nn.Module, report: LayerReport) -> None:
+    def prepare(self, source, index: int, layer: nn.Module) -> None:
+        self.as_saved(source.arch, layer)
+
+    def commit(self, index: int, tensors: None, report: LayerReport, began: float) -> None:
+        report.stages["write"] = time.perf_counter() - began
         report.seconds = sum(report.stages.values())
 
     def reports(self) -> list[LayerReport]:
@@ -189,12 +194,15 @@ class CheckpointSink:
                 if tensor.is_floating_point():
                     tensor.copy_(tensor.to(self.save_dtype))
 
-    def write(self, source, index: int, layer: nn.Module, report: LayerReport) -> None:
+    def prepare(self, source, index: int, layer: nn.Module) -> dict[str, torch.Tensor]:
+        """The block's tensors as saved (they outlive the layer, which the source frees next)."""
         self.as_saved(source.arch, layer)
         prefix = f"{source.prefix}{index}."
-        tensors = {prefix + k: v.to(self.save_dtype) if v.is_floating_point() else v
-                   for k, v in layer.state_dict().items()}
-        self.writer.save_block(index, self.total, tensors, report)
+        return {prefix + k: v.to(self.save_dtype) if v.is_floating_point() else v
+                for k, v in layer.state_dict().items()}
+
+    def commit(self, index: int, tensors: dict[str, torch.Tensor], report: LayerReport, began: float) -> None:
+        self.writer.save_block(index, self.total, tensors, report, began)
 
     def finish(self, source, report, tokenizer, stamp) -> None:
         apply_plan(source.arch, source.config, self.plan, source.head_dim)

@@ -44,10 +44,15 @@ class _Blocks:
         self.sink.as_saved(self.source.arch, layer)
 
     def close(self, index: int, layer: nn.Module, report: LayerReport | None) -> None:
-        if report is not None:
-            report.params = block_linear_params(self.source.arch, layer)
-            self.sink.write(self.source, index, layer, report)
+        """Write a pruned block (its 'write' stage: saved form, freeing, the shard) and free it."""
+        began = time.perf_counter()
+        if report is None:
+            self.source.close(index)
+            return
+        report.params = block_linear_params(self.source.arch, layer)
+        tensors = self.sink.prepare(self.source, index, layer)
         self.source.close(index)
+        self.sink.commit(index, tensors, report, began)
 
 
 def _consumer_bias(source, budgets: list[Budget], config: PruneConfig) -> dict[str, bool]:

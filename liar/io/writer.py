@@ -171,11 +171,11 @@ class CheckpointWriter:
             raise
         os.chmod(path, FILE_MODE)
 
-    def save_block(self, index: int, total: int, tensors: dict[str, torch.Tensor], report: LayerReport) -> None:
-        """Write a finished block's shard, then its report (with the write time) into the state."""
+    def save_block(self, index: int, total: int, tensors: dict[str, torch.Tensor], report: LayerReport,
+                   began: float) -> None:
+        """Write a finished block's shard, then its report (with the write time since `began`) into the state."""
         if index != self.done:
             raise RuntimeError(f"block {index} finished out of order (expected {self.done})")
-        began = time.perf_counter()
         self._write(self.shard(index, total), tensors)
         report.stages["write"] = time.perf_counter() - began
         report.seconds = sum(report.stages.values())
