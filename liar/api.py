@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from liar import distributed, ops
+from liar import distributed, ops, plan_checks
 from liar.activations import activation_bytes, store_factory
 from liar.config import PruneConfig
 from liar.devices import resolve_device, resolve_dtype
@@ -115,6 +115,9 @@ def _prune_in_memory(model, out, config: PruneConfig, tokenizer, calibration, co
                 "report": str(Path(out).resolve() / REPORT_NAME) if out else None},
     )
     report.add_solver_warnings()
+    for warning in plan_checks.run_warnings(config, model.config, report.model["block_fraction_removed"], layers):
+        log.warning(warning)
+        report.warnings.append(warning)
     if not stock:
         report.warnings.append(export_note(arch))
     if out is not None:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from liar import distributed, ops
+from liar import distributed, ops, plan_checks
 from liar.activations import activation_bytes, store_factory
 from liar.allocation import Budget, sizes_after
 from liar.config import PruneConfig
@@ -199,6 +199,10 @@ def _report(skeleton: Skeleton, run: PartialRun, shapes: list[LayerShape], plan:
         output={"path": str(out.resolve()), "stock_loadable": plan.stock, "report": str(out.resolve() / REPORT_NAME)},
     )
     report.add_solver_warnings()
+    removed = report.model["block_fraction_removed"]
+    for warning in plan_checks.run_warnings(config, skeleton.config, removed, report.layers):
+        log.warning(warning)
+        report.warnings.append(warning)
     if not plan.stock:
         report.warnings.append(export_note(skeleton.arch))
     return report
