@@ -68,10 +68,18 @@ def test_fewer_layers_than_config_names_tensor_and_field(capsys, model_dir, text
                       lambda sd: {k: v for k, v in sd.items() if not k.startswith("model.layers.1.")})
     out = tmp_path / "pruned"
     assert_clean_error(capsys, tmp_path, prune_args(src, out, text_file),
-                       r"has no tensor model\.layers\.1\.\S+; it holds 1 blocks under 'model\.layers\.'.*"
-                       r"num_hidden_layers.*re-save or re-download", out)
+                       r"has no tensor model\.layers\.1\.\S+; it holds 1 blocks under 'model\.layers\.' but config\.json "
+                       r"\(num_hidden_layers\) declares more: .*re-save or re-download", out)
     assert_clean_error(capsys, tmp_path, ["eval", "ppl", "--model", src, "--text", text_file, "--seqlen", 32],
                        r"lacks 9 tensor\(s\) the config declares, e\.g\. model\.layers\.1\..*re-save")
+
+
+def test_missing_tensor_in_a_block_is_named(capsys, model_dir, text_file, tmp_path):
+    name = "model.layers.0.mlp.up_proj.weight"
+    src = edited_copy(model_dir, tmp_path / "holed", lambda sd: {k: v for k, v in sd.items() if k != name})
+    out = tmp_path / "pruned"
+    assert_clean_error(capsys, tmp_path, prune_args(src, out, text_file),
+                       rf"has no tensor {name}; block 0 is incomplete: .*re-save or re-download", out)
 
 
 def test_bad_config_json_names_file_and_position(capsys, model_dir, text_file, tmp_path):

@@ -58,11 +58,12 @@ def _present(reader: ShardReader, prefix: str, name: str) -> torch.Tensor:
     """The stored meta tensor of prefix+name, or an error naming it (and the blocks the checkpoint has)."""
     full = prefix + name
     if full not in reader:
-        block_list = prefix.rstrip(".").rpartition(".")[0] + "."
-        indices = {k[len(block_list):].split(".", 1)[0] for k in reader.keys() if k.startswith(block_list)}
+        block_list, _, index = prefix.rstrip(".").rpartition(".")
+        indices = {k[len(block_list) + 1 :].split(".", 1)[0] for k in reader.keys() if k.startswith(block_list + ".")}
         count = len({i for i in indices if i.isdigit()})
-        raise ValueError(f"{reader.folder} has no tensor {full}; it holds {count} blocks under {block_list!r} and "
-                         f"config.json (num_hidden_layers) may declare more: {FIX}")
+        where = (f"block {index} is incomplete" if int(index) < count else
+                 f"it holds {count} blocks under {block_list + '.'!r} but config.json (num_hidden_layers) declares more")
+        raise ValueError(f"{reader.folder} has no tensor {full}; {where}: {FIX}")
     t = reader.meta(full)
     if not t.is_floating_point():
         raise ValueError(f"tensor {full} in {reader.folder} is {str(t.dtype).removeprefix('torch.')}; liar prunes "
