@@ -86,7 +86,8 @@ class PruneReport:
         lines = [
             f"pruned {m.get('source')} ({m.get('architecture')}) on {self.backends.get('device', '?')}",
             f"  parameters: {m.get('params_before', 0):,} -> {m.get('params_after', 0):,} "
-            f"(blocks {-m.get('block_fraction_removed', 0):+.1%}, whole model {-m.get('model_fraction_removed', 0):+.1%})",
+            f"(blocks {-m.get('block_fraction_removed', 0):+.1%}, "
+            f"whole model {-m.get('model_fraction_removed', 0):+.1%})",
             f"  time: {self.timings.get('total', 0):.1f} s (calibration forward + solves {self.timings.get('prune', 0):.1f} s)",
             f"  kernels: {', '.join(f'{k}={v}' for k, v in self.backends.items() if k != 'device')}",
         ]

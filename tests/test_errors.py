@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from liar import data, plan_checks
+from liar.io.load import load_pruned
 from liar.report import LayerReport, ModuleReport
 from tests.conftest import char_tokenizer, tiny_model
 from tests.test_bert import SENTENCES, bert_tokenizer, tiny_bert
@@ -68,8 +69,8 @@ def test_fewer_layers_than_config_names_tensor_and_field(capsys, model_dir, text
                       lambda sd: {k: v for k, v in sd.items() if not k.startswith("model.layers.1.")})
     out = tmp_path / "pruned"
     assert_clean_error(capsys, tmp_path, prune_args(src, out, text_file),
-                       r"has no tensor model\.layers\.1\.\S+; it holds 1 blocks under 'model\.layers\.' but config\.json "
-                       r"\(num_hidden_layers\) declares more: .*re-save or re-download", out)
+                       r"has no tensor model\.layers\.1\.\S+; it holds 1 blocks under 'model\.layers\.' "
+                       r"but config\.json \(num_hidden_layers\) declares more: .*re-save or re-download", out)
     assert_clean_error(capsys, tmp_path, ["eval", "ppl", "--model", src, "--text", text_file, "--seqlen", 32],
                        r"lacks 9 tensor\(s\) the config declares, e\.g\. model\.layers\.1\..*re-save")
 
@@ -112,8 +113,10 @@ def test_consistently_narrower_checkpoint_is_accepted(capsys, model_dir, text_fi
     pruned = tmp_path / "global"
     code, _, err = run(capsys, *prune_args(model_dir, pruned, text_file, "--allocation", "global", "--ratio", 0.3))
     assert code == 0, err
-    code, _, err = run(capsys, *prune_args(pruned, tmp_path / "again", text_file, "--ratio", 0.2))
-    assert code == 0, err
+    config = json.loads((pruned / "config.json").read_text())
+    model = load_pruned(pruned)  # every block through load_block's checks, narrower than config.json says
+    widths = [layer.mlp.down_proj.in_features for layer in model.model.layers]
+    assert config["model_type"] == "liar_pruned" and min(widths) < config["intermediate_size"]
 
 
 def test_integer_weights_are_refused(capsys, model_dir, text_file, tmp_path):

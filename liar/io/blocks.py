@@ -61,8 +61,8 @@ def _present(reader: ShardReader, prefix: str, name: str) -> torch.Tensor:
         block_list, _, index = prefix.rstrip(".").rpartition(".")
         indices = {k[len(block_list) + 1 :].split(".", 1)[0] for k in reader.keys() if k.startswith(block_list + ".")}
         count = len({i for i in indices if i.isdigit()})
-        where = (f"block {index} is incomplete" if int(index) < count else
-                 f"it holds {count} blocks under {block_list + '.'!r} but config.json (num_hidden_layers) declares more")
+        where = (f"block {index} is incomplete" if int(index) < count else f"it holds {count} blocks under "
+                 f"{block_list + '.'!r} but config.json (num_hidden_layers) declares more")
         raise ValueError(f"{reader.folder} has no tensor {full}; {where}: {FIX}")
     t = reader.meta(full)
     if not t.is_floating_point():

@@ -21,7 +21,7 @@ def open_shard(path: Path):
     try:
         return safe_open(path, "pt")
     except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint file {path} does not exist; re-save or re-download the checkpoint") from None
+        raise FileNotFoundError(f"checkpoint file {path} does not exist; re-save or re-download it") from None
     except Exception as err:  # safetensors raises its own SafetensorError (not an OSError) for bad headers
         raise ValueError(f"{path} is not a readable safetensors file ({err}); it is truncated or corrupt: "
                          "re-save or re-download the checkpoint") from None
