@@ -10,10 +10,10 @@ seeded 80/20 train/test split; encoders calibrate on training sentences only.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import random
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -34,24 +34,34 @@ def _clean(text: str) -> str:
     return text.replace("<br /><br />", "\n").replace("<br />", "\n").strip()
 
 
-def _decode(path: Path) -> str:
-    """The file's text, or an error naming the file and the line of the first byte that is not UTF-8 text."""
+def _not_utf8(path: Path) -> ValueError:
+    """The error for a file that does not decode, naming the line of its first bad byte (reads it again)."""
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        raw.decode("utf-8")
+        start = len(raw)
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise ValueError(f"{path} is not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}); pass a text file "
-                         "(.txt, .jsonl or .csv) saved as UTF-8") from None
+        start = err.start
+    line = raw[:start].count(b"\n") + 1
+    where = f"byte 0x{raw[start]:02x} on line {line}" if start < len(raw) else "at its end"
+    return ValueError(f"{path} is not UTF-8 text ({where}); pass a text file (.txt, .jsonl or .csv) saved as UTF-8")
+
+
+def _decode(path: Path) -> str:
+    """The whole file's text, or an error naming the file and the line of the first byte that is not text."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
         raise ValueError(f"{path} is binary (a NUL byte on line {line}), not text; pass a .txt, .jsonl or .csv file")
     return text
 
 
-def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict]]:
+def _jsonl_rows(path: Path, lines: Iterable[str]) -> list[tuple[int, dict]]:
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -66,20 +76,24 @@ def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict]]:
     return rows
 
 
-def _csv_rows(path: Path, text: str) -> list[tuple[int, dict]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+def _csv_rows(path: Path, lines: Iterable[str]) -> list[tuple[int, dict]]:
+    reader = csv.DictReader(lines)
     try:
         # a short row's absent fields come back as None: drop them, so they read as missing, not null
         return [(reader.line_num, {k: v for k, v in row.items() if v is not None}) for row in reader]
     except csv.Error as err:
-        raise ValueError(f"{path} line {reader.line_num} is not valid CSV ({err}); write a header row and one "
-                         "quoted record per row") from None
+        raise ValueError(f"{path} line {reader.line_num} is not valid CSV ({err}); pass a UTF-8 text file with a "
+                         "header row and one record per row") from None
 
 
 def table_rows(path: Path) -> list[tuple[int, dict]]:
-    """(line number, row) of a .csv (with a header) or .jsonl file; errors name the file and line."""
-    text = _decode(path)
-    return _jsonl_rows(path, text) if path.suffix == ".jsonl" else _csv_rows(path, text)
+    """(line number, row) of a .csv (with a header) or .jsonl file, read as a stream (the embedded corpus is
+    35 MB); errors name the file and line."""
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            return _jsonl_rows(path, f) if path.suffix == ".jsonl" else _csv_rows(path, f)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
 
 
 def read_table(path: Path) -> list[dict]:
@@ -100,6 +114,8 @@ def _text(path: Path, line: int, row: dict) -> str:
     value = _field(path, line, row, "text")
     if not isinstance(value, str):
         raise ValueError(f"{path} line {line}: `text` is a {type(value).__name__}, not a string; quote it")
+    if "\x00" in value:
+        raise ValueError(f"{path} line {line}: `text` holds a NUL byte (binary data, not text); pass text")
     return value
 
 

@@ -159,13 +159,16 @@ def bad_calibration(tmp_path):
         "array.jsonl": (b'{"text": "a review"}\n["a", "b"]\n', r"array\.jsonl line 2 is a JSON list, not an object"),
         "short.csv": (b'label,text\n1,"a review"\n0\n', r"short\.csv line 3: the `text` field is missing"),
         "null.jsonl": (b'{"text": "a review"}\n{"text": null}\n', r"null\.jsonl line 2: the `text` field is null"),
+        "binary.csv": (bytes(range(256)) * 8, r"binary\.csv is not UTF-8 text \(byte 0x80 on line 2\)"),
+        "nul.csv": (b'text\n"a review"\n\x00\x01\n', r"nul\.csv line 3: `text` holds a NUL byte"),
     }
     for name, (content, _) in files.items():
         (tmp_path / name).write_bytes(content)
     return {name: message for name, (_, message) in files.items()}
 
 
-@pytest.mark.parametrize("name", ["binary.txt", "nul.txt", "bad.jsonl", "array.jsonl", "short.csv", "null.jsonl"])
+@pytest.mark.parametrize("name", ["binary.txt", "nul.txt", "bad.jsonl", "array.jsonl", "short.csv", "null.jsonl",
+                                  "binary.csv", "nul.csv"])
 def test_malformed_calibration_file_names_file_and_line(name, capsys, model_dir, tmp_path):
     message = bad_calibration(tmp_path)[name]
     out = tmp_path / "pruned"
