@@ -274,6 +274,12 @@ def test_nothing_removed_warns_and_summary_is_signed():
     assert "removes no head and no neuron" in warning and "blocks +0.4%" in warning and "raise --ratio" in warning
 
 
+def test_biases_outweighing_the_removal_warn():
+    [warning] = plan_checks.removal_warnings(0.01, 0.1, -0.006, [layer(0, (6, 6), (96, 94)), layer(1, (6, 6), (96, 94))])
+    assert "removes 4 heads/neurons but the biases" in warning and "blocks +0.6%" in warning
+    assert "pass --no-bias" in warning
+
+
 def test_seqlen_beyond_positions_warns():
     config = tiny_model().config  # max_position_embeddings 256
     assert plan_checks.seqlen_warnings(256, config) == []
@@ -284,6 +290,7 @@ def test_seqlen_beyond_positions_warns():
 @pytest.mark.parametrize("ratio, warning, change", [
     (0.99, r"lower --min-keep", r"blocks -\d\d\.\d%"),
     (0.001, r"removes no head and no neuron", r"blocks \+0\.\d%"),
+    (0.01, r"removes 4 heads/neurons but the biases", r"blocks \+\d\.\d%"),
 ])
 def test_prune_reports_the_warning(ratio, warning, change, capsys, model_dir, text_file, tmp_path):
     out = tmp_path / "pruned"
