@@ -20,8 +20,9 @@ def removal_warnings(ratio: float, min_keep: float, removed: float, layers: Sequ
         return [f"--ratio {ratio:g} removes no head and no neuron in any layer (one unit is more than the ratio "
                 f"of a block), so the output only gains biases (blocks {-removed:+.1%}); raise --ratio"]
     if layers and removed <= 0:
-        return [f"--ratio {ratio:g} removes {units} heads/neurons but the biases the reconstruction adds weigh more, "
-                f"so the blocks do not shrink (blocks {-removed:+.1%}); raise --ratio or pass --no-bias"]
+        return [f"--ratio {ratio:g} removes {units} heads/neurons but the biases the reconstruction adds weigh "
+                f"more, so the blocks do not shrink (blocks {-removed:+.1%}); raise --ratio (or, with --reconstruct "
+                "liar, pass --no-bias)"]
     if ratio - removed <= SHORTFALL:
         return []
     floored = [layer.index for layer in layers if _at_floor(layer.mlp, min_keep)]

@@ -275,7 +275,8 @@ def test_nothing_removed_warns_and_summary_is_signed():
 
 
 def test_biases_outweighing_the_removal_warn():
-    [warning] = plan_checks.removal_warnings(0.01, 0.1, -0.006, [layer(0, (6, 6), (96, 94)), layer(1, (6, 6), (96, 94))])
+    layers = [layer(0, (6, 6), (96, 94)), layer(1, (6, 6), (96, 94))]
+    [warning] = plan_checks.removal_warnings(0.01, 0.1, -0.006, layers)
     assert "removes 4 heads/neurons but the biases" in warning and "blocks +0.6%" in warning
     assert "pass --no-bias" in warning
 
