@@ -84,18 +84,34 @@ def _prune(args: argparse.Namespace, argv: list[str]) -> dict:
             "seconds": report.timings["total"]}
 
 
+def _check_ppl_args(args: argparse.Namespace) -> None:
+    """Before any loading: one window needs seqlen >= 2 tokens, and max-tokens must hold one window."""
+    if args.seqlen < 2:
+        raise ValueError(f"--seqlen {args.seqlen}: a window needs at least 2 tokens; pass --seqlen 2 or more")
+    if args.max_tokens < args.seqlen:
+        raise ValueError(f"--max-tokens {args.max_tokens} is below --seqlen {args.seqlen}, so not one window fits; "
+                         f"pass --max-tokens {args.seqlen} or more")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: pass 1 or more")
+
+
 def _eval_ppl(args: argparse.Namespace) -> dict:
     import time
 
     from liar import data
     from liar.devices import resolve_device, resolve_dtype
-    from liar.eval import perplexity
+    from liar.eval import check_causal_lm, perplexity
     from liar.io.load import load_pruned, load_tokenizer, resolve_source
+    from liar.plan_checks import seqlen_warnings
 
     started = time.perf_counter()
+    _check_ppl_args(args)
     source = resolve_source(args.model)
     device = resolve_device(args.device)
     model = load_pruned(source, dtype=resolve_dtype(args.dtype, device), device=device)
+    check_causal_lm(model)
+    for warning in seqlen_warnings(args.seqlen, model.config):
+        logging.getLogger("liar").warning(warning)
     tokenizer = load_tokenizer(source)
     texts = data.read_texts(args.text) if args.text else data.imdb_texts("heldout")
     ids = data.token_stream(tokenizer, texts, args.max_tokens)
@@ -115,11 +131,15 @@ def _eval_accuracy(args: argparse.Namespace) -> dict:
     from liar.io.load import load_pruned, load_tokenizer, resolve_source
 
     started = time.perf_counter()
+    if args.batch_size < 1 or args.max_length < 2:
+        raise ValueError(f"--batch-size {args.batch_size} --max-length {args.max_length}: pass --batch-size 1 or "
+                         "more and --max-length 2 or more")
+    texts_labels = data.read_labelled(args.data) if args.data else None  # a bad file fails before the model loads
     source = resolve_source(args.model)
     device = resolve_device(args.device)
     model = load_pruned(source, dtype=resolve_dtype(args.dtype, device), device=device)
-    if args.data:
-        texts, raw = data.read_labelled(args.data)
+    if texts_labels:
+        texts, raw = texts_labels
         labels = label_ids(raw, model.config)
     else:
         texts, labels = data.rotten_tomatoes("test")

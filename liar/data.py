@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -32,27 +34,119 @@ def _clean(text: str) -> str:
     return text.replace("<br /><br />", "\n").replace("<br />", "\n").strip()
 
 
+def _not_utf8(path: Path) -> ValueError:
+    """The error for a file that does not decode, naming the line of its first bad byte (reads it again)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+        start = len(raw)
+    except UnicodeDecodeError as err:
+        start = err.start
+    line = raw[:start].count(b"\n") + 1
+    where = f"byte 0x{raw[start]:02x} on line {line}" if start < len(raw) else "at its end"
+    return ValueError(f"{path} is not UTF-8 text ({where}); pass a text file (.txt, .jsonl or .csv) saved as UTF-8")
+
+
+def _decode(path: Path) -> str:
+    """The whole file's text, or an error naming the file and the line of the first byte that is not text."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ValueError(f"{path} is binary (a NUL byte on line {line}), not text; pass a .txt, .jsonl or .csv file")
+    return text
+
+
+def _jsonl_rows(path: Path, lines: Iterable[str]) -> list[tuple[int, dict]]:
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} line {number} is not valid JSON ({err.msg} at column {err.colno}); "
+                             "write one JSON object per line") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path} line {number} is a JSON {type(row).__name__}, not an object; write one "
+                             'object per line, e.g. {"text": "...", "label": 1}')
+        rows.append((number, row))
+    return rows
+
+
+def _csv_rows(path: Path, lines: Iterable[str]) -> list[tuple[int, dict]]:
+    reader = csv.DictReader(lines)
+    try:
+        # a short row's absent fields come back as None: drop them, so they read as missing, not null
+        return [(reader.line_num, {k: v for k, v in row.items() if v is not None}) for row in reader]
+    except csv.Error as err:
+        raise ValueError(f"{path} line {reader.line_num} is not valid CSV ({err}); pass a UTF-8 text file with a "
+                         "header row and one record per row") from None
+
+
+def table_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) of a .csv (with a header) or .jsonl file, read as a stream (the embedded corpus is
+    35 MB); errors name the file and line."""
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            return _jsonl_rows(path, f) if path.suffix == ".jsonl" else _csv_rows(path, f)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
 def read_table(path: Path) -> list[dict]:
     """Rows of a .csv (with a header) or .jsonl file."""
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
+    return [row for _, row in table_rows(path)]
+
+
+def _field(path: Path, line: int, row: dict, name: str):
+    """row[name], present and not null, or an error naming the file and line."""
+    value = row.get(name)
+    if value is None:
+        state = "is null" if name in row else "is missing"
+        raise ValueError(f"{path} line {line}: the `{name}` field {state}; give every row a {name}")
+    return value
+
+
+def _text(path: Path, line: int, row: dict) -> str:
+    value = _field(path, line, row, "text")
+    if not isinstance(value, str):
+        raise ValueError(f"{path} line {line}: `text` is a {type(value).__name__}, not a string; quote it")
+    if "\x00" in value:
+        raise ValueError(f"{path} line {line}: `text` holds a NUL byte (binary data, not text); pass text")
+    return value
+
+
+def _check_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass a .txt/.jsonl/.csv file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+
+
+def split_documents(text: str) -> list[str]:
+    """Blank-line separated documents; a file without blank lines holds one document (or sentence) per line."""
+    parts = re.split(r"\n[ \t\r]*\n", text.strip())
+    return [p.strip() for p in (parts if len(parts) > 1 else text.splitlines())]
 
 
 def read_texts(path: str | Path) -> list[str]:
-    """Documents of a .txt (blank-line separated), .jsonl or .csv (a `text` field) file."""
+    """Documents of a .txt, .jsonl or .csv (a `text` field) file.
+
+    A .txt file is split at blank lines; when it has none, every line is one document (one sentence per
+    line, the usual format for encoder calibration).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"text file {path} does not exist")
+    _check_file(path, "text")
     if path.suffix in (".csv", ".jsonl"):
-        rows = read_table(path)
-        if rows and "text" not in rows[0]:
-            raise ValueError(f"{path} has no 'text' field (fields: {', '.join(rows[0])})")
-        texts = [_clean(str(r["text"])) for r in rows]
+        rows = table_rows(path)
+        if rows and "text" not in rows[0][1]:
+            raise ValueError(f"{path} has no 'text' field (fields: {', '.join(rows[0][1])})")
+        texts = [_clean(_text(path, line, row)) for line, row in rows]
     else:
-        texts = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n")]
+        texts = split_documents(_decode(path))
     texts = [t for t in texts if t]
     if not texts:
         raise ValueError(f"{path} contains no text")
@@ -62,17 +156,17 @@ def read_texts(path: str | Path) -> list[str]:
 def read_labelled(path: str | Path) -> tuple[list[str], list]:
     """(texts, raw labels) of a .jsonl or .csv file with `text` and `label` fields."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"labelled file {path} does not exist")
+    _check_file(path, "labelled")
     if path.suffix not in (".csv", ".jsonl"):
         raise ValueError(f"{path}: labelled data must be .jsonl or .csv with `text` and `label` fields")
-    rows = read_table(path)
+    rows = table_rows(path)
     if not rows:
         raise ValueError(f"{path} contains no rows")
-    missing = {"text", "label"} - set(rows[0])
+    missing = {"text", "label"} - set(rows[0][1])
     if missing:
-        raise ValueError(f"{path} lacks the field(s) {', '.join(sorted(missing))} (fields: {', '.join(rows[0])})")
-    return [str(r["text"]) for r in rows], [r["label"] for r in rows]
+        raise ValueError(f"{path} lacks the field(s) {', '.join(sorted(missing))} "
+                         f"(fields: {', '.join(rows[0][1])})")
+    return [_text(path, line, row) for line, row in rows], [_field(path, line, row, "label") for line, row in rows]
 
 
 def imdb_texts(split: str) -> list[str]:

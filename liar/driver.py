@@ -9,13 +9,14 @@ blocks in their final form; a resumed run replays the finished blocks from the p
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from liar import distributed, ops
+from liar import distributed, ops, plan_checks
 from liar.activations import activation_bytes, store_factory
 from liar.allocation import Budget, sizes_after
 from liar.config import PruneConfig
@@ -24,6 +25,8 @@ from liar.forward import CalibBatch, NewStore, capture_inputs, run_block
 from liar.pipeline import global_budgets, prune_blocks, uniform_budgets
 from liar.report import LayerReport, PruneReport, versions
 from liar.structure import LayerShape
+
+log = logging.getLogger(__name__)
 
 
 class _Blocks:
@@ -130,6 +133,9 @@ def build_report(source, shapes: list[LayerShape], layers: list[LayerReport], pl
                 "report": str(out / "liar_report.json") if out else None},
     )
     report.add_solver_warnings()
+    for warning in plan_checks.run_warnings(config, source.config, report.model["block_fraction_removed"], layers):
+        log.warning(warning)
+        report.warnings.append(warning)
     if not plan.stock:
         report.warnings.append(export_note(source.arch))
     return report

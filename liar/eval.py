@@ -12,20 +12,41 @@ from tqdm.auto import tqdm
 
 @torch.no_grad()
 def perplexity(model, ids: torch.Tensor, seqlen: int = 512, batch_size: int = 4) -> dict:
-    """ids: [T] token ids. Scores every window's next-token predictions; returns ppl, nll and tokens."""
+    """ids: [T] token ids. Scores every window's next-token predictions; returns ppl, nll and tokens.
+
+    Non-finite logits raise FloatingPointError rather than reporting a perplexity of nan.
+    """
+    check_causal_lm(model)
+    if seqlen < 2 or batch_size < 1:
+        raise ValueError(f"seqlen={seqlen} and batch_size={batch_size}: a window needs seqlen >= 2 tokens (one "
+                         "prediction) and batch_size >= 1; pass --seqlen 2 or more and --batch-size 1 or more")
     windows = ids.numel() // seqlen
     if windows == 0:
-        raise ValueError(f"the text gives {ids.numel()} tokens, fewer than one window of seqlen={seqlen}")
+        raise ValueError(f"the text gives {ids.numel()} tokens, fewer than one window of seqlen={seqlen}; "
+                         "pass more text or a smaller --seqlen")
     device = next(model.parameters()).device
     chunks = ids[: windows * seqlen].reshape(windows, seqlen)
     nll, count = 0.0, 0
     for start in tqdm(range(0, windows, batch_size), desc="perplexity", unit="batch", leave=False):
         batch = chunks[start : start + batch_size].to(device)
         logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+        if not torch.isfinite(logits).all():
+            raise FloatingPointError(
+                f"the model produced NaN/Inf logits in windows {start}..{start + len(batch) - 1}; check the weights "
+                "for NaN/Inf and the dtype (float16 overflows easily): try --dtype float32")
         target = batch[:, 1:]
         nll += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"))
         count += target.numel()
     return {"ppl": math.exp(nll / count), "nll": nll / count, "tokens": count, "seqlen": seqlen}
+
+
+def check_causal_lm(model) -> None:
+    """Perplexity needs next-token logits: refuse classifiers and bare encoders with the command to use."""
+    name = type(model).__name__
+    if not (name.endswith("ForCausalLM") or name.endswith("LMHeadModel")):
+        raise ValueError(f"perplexity needs a causal LM; this checkpoint loads as {name}"
+                         + ("; use `liar eval accuracy`" if name.endswith("ForSequenceClassification") else
+                            "; pass a causal LM folder (e.g. LlamaForCausalLM)"))
 
 
 def label_ids(raw: list, config) -> list[int]:
@@ -58,6 +79,9 @@ def accuracy(model, tokenizer, texts: list[str], labels: list[int], batch_size: 
     if not type(model).__name__.endswith("ForSequenceClassification"):
         raise ValueError(f"accuracy needs a sequence classifier (e.g. BertForSequenceClassification); this checkpoint "
                          f"loads as {type(model).__name__}, which has no classification head")
+    if batch_size < 1 or max_length < 2:
+        raise ValueError(f"batch_size={batch_size} and max_length={max_length}: pass --batch-size 1 or more and "
+                         "--max-length 2 or more")
     if len(texts) != len(labels) or not texts:
         raise ValueError(f"need as many labels as texts (and at least one); got {len(texts)} and {len(labels)}")
     device = next(model.parameters()).device

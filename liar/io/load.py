@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
@@ -52,9 +53,13 @@ def convert_gguf(gguf: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                                  dtype=torch.float32)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                                      dtype=torch.float32)
+        except (ValueError, KeyError, IndexError, EOFError, struct.error) as err:  # garbage after the magic
+            raise ValueError(f"{gguf} is not a readable GGUF file: {type(err).__name__}: {err}; re-download it, "
+                             "or pass a transformers checkpoint folder") from None
         model.hf_quantizer = None  # save_pretrained refuses a model that still carries its GGUF quantizer
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -85,9 +90,24 @@ def resolve_source(model: str | os.PathLike | None) -> Path:
     return path
 
 
+def read_json(file: Path) -> dict:
+    """A JSON object from `file`, or an error naming the file and the position of the problem."""
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{file} is not UTF-8 text ({err}); restore the file from the original checkpoint") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}; "
+                         "fix it or restore it from the original checkpoint") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file} holds a JSON {type(raw).__name__}, not an object; restore it from the original "
+                         "checkpoint")
+    return raw
+
+
 def read_config(path: Path):
     """(config, has per-layer widths) of a checkpoint folder, including liar's per-layer format."""
-    raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    raw = read_json(path / "config.json")
     if raw.get("model_type") != PRUNED_MODEL_TYPE:
         return AutoConfig.from_pretrained(path), False
     raw["model_type"] = raw.pop(BASE_TYPE_KEY)
@@ -113,8 +133,11 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype | None = None, devic
     """
     path = Path(path)
     config, per_layer = read_config(path)
+    reader = ShardReader(path)  # fails here, naming the file, on a truncated or foreign shard
     if not per_layer:
-        return model_class(config).from_pretrained(path, dtype=dtype).to(device).eval()
+        model, info = model_class(config).from_pretrained(path, dtype=dtype, output_loading_info=True)
+        _refuse_missing(path, info["missing_keys"])
+        return model.to(device).eval()
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the base-sized blocks mismatch by design; they are replaced
     try:
@@ -122,12 +145,19 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype | None = None, devic
     finally:
         transformers.logging.set_verbosity(verbosity)
     arch = architecture_for(model)
-    reader = ShardReader(path)
     prefix = block_prefix(reader, arch)
     head_dim = arch.head_dim(model.config)
     for i, layer in enumerate(arch.layer_list(model)):
         load_block(arch, layer, f"{prefix}{i}.", reader, dtype, "cpu", head_dim)
     return model.to(device).eval()
+
+
+def _refuse_missing(path: Path, missing) -> None:
+    """Stock loading initializes missing tensors at random with only a log line: an evaluation of noise."""
+    missing = sorted(missing)
+    if missing:
+        raise ValueError(f"{path} lacks {len(missing)} tensor(s) the config declares, e.g. {missing[0]} (config.json "
+                         "may declare more layers than the weights hold): re-save or re-download the checkpoint")
 
 
 def mark_per_layer_format(config_file: Path) -> None:
@@ -137,5 +167,21 @@ def mark_per_layer_format(config_file: Path) -> None:
     config_file.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+# Any one of these makes a folder's tokenizer loadable (fast JSON, sentencepiece, WordPiece, BPE, tiktoken).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.txt",
+                   "vocab.json", "tiktoken.model")
+
+
 def load_tokenizer(source: Path):
-    return AutoTokenizer.from_pretrained(source)
+    """The folder's tokenizer; a folder without tokenizer files is refused before transformers guesses."""
+    source = Path(source)
+    if not any((source / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{source} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); copy the tokenizer files of the "
+            "model it came from into the folder, or call liar.prune with tokenizer= or calibration token ids")
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (ValueError, OSError, KeyError) as err:
+        raise ValueError(f"the tokenizer in {source} does not load ({err}); copy the tokenizer files of the model "
+                         "it came from into the folder, or call liar.prune with tokenizer= or calibration token ids"
+                         ) from None

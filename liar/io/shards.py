@@ -16,6 +16,25 @@ _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF
 SINGLE_NAME = "model.safetensors"
 
 
+def open_shard(path: Path):
+    """safe_open with an error that names the file and the fix (a truncated or foreign file is common)."""
+    try:
+        return safe_open(path, "pt")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint file {path} does not exist; re-save or re-download it") from None
+    except Exception as err:  # safetensors raises its own SafetensorError (not an OSError) for bad headers
+        raise ValueError(f"{path} is not a readable safetensors file ({err}); it is truncated or corrupt: "
+                         "re-save or re-download the checkpoint") from None
+
+
+def _read_index(index: Path) -> dict[str, str]:
+    try:
+        return json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{index} is not a valid safetensors index ({type(err).__name__}: {err}); "
+                         "re-save or re-download the checkpoint") from None
+
+
 class ShardReader:
     """Name → tensor over a single-file or sharded checkpoint; each file is opened (mmap) once."""
 
@@ -26,14 +45,14 @@ class ShardReader:
         if files is not None:
             self.files = {name: path for path in files for name in shard_keys(path)}
         elif index.is_file():
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            self.files = {name: self.folder / file for name, file in weight_map.items()}
+            self.files = {name: self.folder / file for name, file in _read_index(index).items()}
         elif (self.folder / SINGLE_NAME).is_file():
-            with safe_open(self.folder / SINGLE_NAME, "pt") as f:
-                self.files = {name: self.folder / SINGLE_NAME for name in f.keys()}  # noqa: SIM118
+            self.files = dict.fromkeys(shard_keys(self.folder / SINGLE_NAME), self.folder / SINGLE_NAME)
         else:
             raise FileNotFoundError(f"{self.folder} has neither {SINGLE_NAME} nor {INDEX_NAME}")
         self._handles: dict[Path, object] = {}
+        for path in set(self.files.values()):  # headers only: a truncated or foreign shard fails here, up front
+            open_shard(path)
 
     def __contains__(self, name: str) -> bool:
         return name in self.files
@@ -46,7 +65,7 @@ class ShardReader:
             raise KeyError(f"{name} is not in the checkpoint {self.folder}")
         path = self.files[name]
         if path not in self._handles:
-            self._handles[path] = safe_open(path, "pt")
+            self._handles[path] = open_shard(path)
         return self._handles[path]
 
     def get(self, name: str) -> torch.Tensor:
@@ -81,7 +100,7 @@ def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> int:
 
 
 def shard_keys(path: Path) -> list[str]:
-    with safe_open(path, "pt") as f:
+    with open_shard(path) as f:
         return list(f.keys())  # noqa: SIM118
 
 
