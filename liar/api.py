@@ -105,12 +105,14 @@ def _source(model, out, config: PruneConfig, device: torch.device, tokenizer, ca
     if isinstance(model, nn.Module):
         return ModuleSource(model.to(device).eval(), type(model).__name__), tokenizer
     folder = resolve_source(model)
-    if tokenizer is None and not isinstance(calibration, torch.Tensor):
-        tokenizer = load_tokenizer(folder)
+    dtype = resolve_dtype(config.dtype, device)
     if out is None:
-        loaded = load_pruned(folder, dtype=resolve_dtype(config.dtype, device), device=device)
-        return ModuleSource(loaded, str(folder)), tokenizer
-    return ShardSource(Skeleton(folder, resolve_dtype(config.dtype, device), device)), tokenizer
+        source = ModuleSource(load_pruned(folder, dtype=dtype, device=device), str(folder))
+    else:
+        source = ShardSource(Skeleton(folder, dtype, device))
+    if tokenizer is None and not isinstance(calibration, torch.Tensor):  # after the model: its errors come first
+        tokenizer = load_tokenizer(folder)
+    return source, tokenizer
 
 
 def _run_key(source, batches, config: PruneConfig) -> str:

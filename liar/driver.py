@@ -52,8 +52,8 @@ class _Blocks:
         if report is None:
             self.source.close(index)
             return
+        tensors = self.sink.prepare(self.source, index, layer)  # the saved form: flagged biases included
         report.params = block_linear_params(self.source.arch, layer)
-        tensors = self.sink.prepare(self.source, index, layer)
         self.source.close(index)
         self.sink.commit(index, tensors, report, began)
 

@@ -18,7 +18,7 @@ def removal_warnings(ratio: float, min_keep: float, removed: float, layers: Sequ
     units = sum(m.units_before - m.units_after for layer in layers for m in (layer.attn, layer.mlp))
     if layers and units == 0:
         return [f"--ratio {ratio:g} removes no head and no neuron in any layer (one unit is more than the ratio "
-                f"of a block), so the output only gains biases (blocks {-removed:+.1%}); raise --ratio"]
+                f"of a block), so nothing is removed (blocks {-removed:+.1%}); raise --ratio"]
     if layers and removed <= 0:
         return [f"--ratio {ratio:g} removes {units} heads/neurons but the biases the reconstruction adds weigh "
                 f"more, so the blocks do not shrink (blocks {-removed:+.1%}); raise --ratio (or, with --reconstruct "

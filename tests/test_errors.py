@@ -290,8 +290,8 @@ def test_seqlen_beyond_positions_warns():
 
 @pytest.mark.parametrize("ratio, warning, change", [
     (0.99, r"lower --min-keep", r"blocks -\d\d\.\d%"),
-    (0.001, r"removes no head and no neuron", r"blocks \+0\.\d%"),
-    (0.01, r"removes 4 heads/neurons but the biases", r"blocks \+\d\.\d%"),
+    (0.001, r"removes no head and no neuron", r"blocks -0\.0%"),
+    (0.003, r"removes 2 heads/neurons but the biases", r"blocks \+\d\.\d%"),
 ])
 def test_prune_reports_the_warning(ratio, warning, change, capsys, model_dir, text_file, tmp_path):
     out = tmp_path / "pruned"
