@@ -108,13 +108,17 @@ def test_mask_excludes_rows():
 
 
 def test_singular_system_escalates_damping_and_says_so():
-    x = correlated(d=8)
-    A = (x.T @ x).double()
-    A = torch.cat([A, A[:1]], 0)
-    A = torch.cat([A, A[:, :1]], 1)  # a duplicated channel: singular
-    B = torch.randn(9, 2, dtype=torch.float64)
+    """Channels 0 and 1 are the same column of ones: Cholesky's second pivot is 16 − 4·4 = 0 exactly in any
+    precision (every entry is a small integer and √16 is exact), so the undamped solve must escalate."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-3, 4, (16, 8), generator=g).double()
+    x[:, 0] = 1.0
+    x = torch.cat([x[:, :1], x], dim=1)  # a duplicated channel: singular
+    A = x.T @ x
+    B = torch.randn(9, 2, dtype=torch.float64, generator=g)
+    assert int(torch.linalg.cholesky_ex(A.float()).info) == 2
     X, info = damped_solve(A, B, alpha=0.0, dtype=torch.float32)
-    assert info.escalations > 0 and info.lam > 0 and torch.isfinite(X).all()
+    assert info.escalations > 0 and info.lam > 0 and info.fallback is None and torch.isfinite(X).all()
 
 
 def test_indefinite_system_falls_back_to_eigh():
