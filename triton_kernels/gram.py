@@ -4,11 +4,14 @@
     gram_update_cross(G_ss, G_ts, s_s, s_t, x_s, x_t, mask)  + G_ts += x_tᵀx_s (all tiles), s_t += Σx_t
 
 A symmetric launch runs only the upper-triangle tile pairs (i ≤ j); the diagonal programs also sum their
-columns. When there are too few tiles to fill the GPU the tokens are split across programs (split-K) and
-tiles are added with atomics.
+columns. When there are too few tiles to fill the GPU the tokens are split across programs (split-K): each
+split writes its own partial buffer, and the partials are summed in split order afterwards, so the result is
+the same bytes on every run (no atomics).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import triton
@@ -19,8 +22,10 @@ from liar.triton_kernels.configs import gram_configs
 
 # Programs per multiprocessor to aim for before splitting the tokens (2 hides one program's epilogue).
 PROGRAMS_PER_SM = 2
-# A split must still stream at least this many K-steps, or the atomics outweigh the gain.
+# A split must still stream at least this many K-steps, or writing and summing its partials outweighs the gain.
 MIN_STEPS_PER_SPLIT = 8
+# Splits are chosen before autotuning picks a tile: assume the largest tile and the shortest K-step.
+SPLIT_BLOCK, SPLIT_BLOCK_K = 128, 32
 
 
 @triton.jit
@@ -33,12 +38,9 @@ def _upper_tile(tile):
 
 
 @triton.jit
-def _accumulate(ptrs, value, mask, splits):
-    """*ptrs += value: atomically when several token splits add to the same tile."""
-    if splits > 1:
-        tl.atomic_add(ptrs, value, mask=mask)
-    else:
-        tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + value, mask=mask)
+def _accumulate(ptrs, value, mask):
+    """*ptrs += value; each split owns its partial buffer, so no other program writes these addresses."""
+    tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + value, mask=mask)
 
 
 @triton.autotune(configs=gram_configs(), key=["DA", "DB"], restore_value=["c_ptr", "sa_ptr", "sb_ptr"])
@@ -46,8 +48,8 @@ def _accumulate(ptrs, value, mask, splits):
 def _gram_kernel(
     # pointers: activations [T, DA] and [T, DB], mask [T] (uint8), output C [DA, DB], sums [DA] and [DB]
     xa_ptr, xb_ptr, mask_ptr, c_ptr, sa_ptr, sb_ptr,
-    # sizes and row strides
-    T, DA, DB, stride_a, stride_b, stride_c,
+    # sizes, row strides, and the distance between two splits' partial buffers (0 with one split)
+    T, DA, DB, stride_a, stride_b, stride_c, split_c, split_sa, split_sb,
     # meta-parameters
     SYMMETRIC: tl.constexpr, HAS_MASK: tl.constexpr, SUM_A: tl.constexpr, SUM_B: tl.constexpr,
     CAST_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -87,30 +89,34 @@ def _gram_kernel(
         if SUM_B:
             if own_b:
                 sum_b += tl.sum(b.to(tl.float32), axis=0)
-    c_ptrs = c_ptr + offs_i.to(tl.int64)[:, None] * stride_c + offs_j[None, :]
+    split = tl.program_id(1).to(tl.int64)
+    c_ptrs = c_ptr + split * split_c + offs_i.to(tl.int64)[:, None] * stride_c + offs_j[None, :]
     in_c = in_i[:, None] & in_j[None, :]
-    _accumulate(c_ptrs, acc, in_c, splits)
+    _accumulate(c_ptrs, acc, in_c)
     if SUM_A:
         if own_a:
-            _accumulate(sa_ptr + offs_i, sum_a, in_i, splits)
+            _accumulate(sa_ptr + split * split_sa + offs_i, sum_a, in_i)
     if SUM_B:
         if own_b:
-            _accumulate(sb_ptr + offs_j, sum_b, in_j, splits)
+            _accumulate(sb_ptr + split * split_sb + offs_j, sum_b, in_j)
 
 
-def _split(x: torch.Tensor, tiles: int, block_k: int, split: int | None) -> int:
+def _split(x: torch.Tensor, tiles: int, split: int | None) -> int:
     """Token splits: enough programs to fill the GPU, each still streaming MIN_STEPS_PER_SPLIT K-steps."""
     if split is not None:
         return max(1, split)
     if x.device.type != "cuda":
         return 1
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-    most = max(1, x.shape[0] // (block_k * MIN_STEPS_PER_SPLIT))
+    most = max(1, x.shape[0] // (SPLIT_BLOCK_K * MIN_STEPS_PER_SPLIT))
     return max(1, min(most, triton.cdiv(PROGRAMS_PER_SM * sms, tiles)))
 
 
 def _launch(xa, xb, mask, C, sa, sb, *, symmetric: bool, split: int | None) -> None:
-    """C [DA, DB] += xaᵀ xb (upper tiles only when symmetric); sa += Σ xa (if given), sb += Σ xb (if given)."""
+    """C [DA, DB] += xaᵀ xb (upper tiles only when symmetric); sa += Σ xa (if given), sb += Σ xb (if given).
+
+    With several token splits each writes zeroed partials [splits, ...], summed in split order afterwards.
+    """
     T, DA = xa.shape
     DB = xb.shape[1]
     if T == 0 or DA == 0 or DB == 0:
@@ -120,17 +126,25 @@ def _launch(xa, xb, mask, C, sa, sb, *, symmetric: bool, split: int | None) -> N
         n = triton.cdiv(DB, block)
         return n * (n + 1) // 2 if symmetric else triton.cdiv(DA, block) * n
 
-    def grid(meta):
-        count = tiles(meta["BLOCK"])
-        return count, _split(xa, count, meta["BLOCK_K"], split)
-
+    splits = _split(xa, tiles(SPLIT_BLOCK), split)
+    targets = [C, sa, sb]
+    if splits > 1:
+        targets = [None if t is None else torch.zeros((splits, *t.shape), dtype=t.dtype, device=t.device)
+                   for t in targets]
+    part_c, part_a, part_b = targets
     precision = "ieee" if xa.dtype == torch.float32 else "tf32"  # fp32 inputs: no TF32 rounding on GPU
-    _gram_kernel[grid](
-        xa, xb, C if mask is None else mask.view(torch.uint8), C, C if sa is None else sa, C if sb is None else sb,
-        T, DA, DB, xa.stride(0), xb.stride(0), C.stride(0),
+    _gram_kernel[lambda meta: (tiles(meta["BLOCK"]), splits)](
+        xa, xb, part_c if mask is None else mask.view(torch.uint8), part_c,
+        part_c if part_a is None else part_a, part_c if part_b is None else part_b,
+        T, DA, DB, xa.stride(0), xb.stride(0), part_c.stride(-2),
+        DA * DB if splits > 1 else 0, DA if splits > 1 else 0, DB if splits > 1 else 0,
         SYMMETRIC=symmetric, HAS_MASK=mask is not None, SUM_A=sa is not None, SUM_B=sb is not None,
         CAST_FP32=interpreting(), INPUT_PRECISION=precision,
     )
+    if splits > 1:
+        for total, partial in zip((C, sa, sb), targets):
+            if total is not None:
+                total += partial.sum(dim=0)  # one reduction kernel, fixed order for a fixed shape
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -139,6 +153,11 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 def _count(x: torch.Tensor, mask: torch.Tensor | None) -> int:
     return x.shape[0] if mask is None else int(mask.sum())
+
+
+def _on(device: torch.device):
+    """Launch on the tensors' GPU, not on whichever one is current."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _check(*tensors: torch.Tensor) -> None:
@@ -152,7 +171,8 @@ def gram_update(G: torch.Tensor, s: torch.Tensor, x: torch.Tensor, mask: torch.T
     """G [D, D] fp32 (upper tiles) += xᵀx, s [D] fp32 += Σx over rows kept by mask [T] bool; returns rows."""
     _check(x)
     x = _rows(x)
-    _launch(x, x, mask, G, None, s, symmetric=True, split=split)
+    with _on(x.device):
+        _launch(x, x, mask, G, None, s, symmetric=True, split=split)
     return _count(x, mask)
 
 
@@ -162,8 +182,9 @@ def gram_update_cross(G_ss: torch.Tensor, G_ts: torch.Tensor, s_s: torch.Tensor,
     """Student Gram G_ss [D_s, D_s] (upper tiles), cross-Gram G_ts [D_t, D_s] += x_tᵀx_s, and both sums."""
     _check(x_s, x_t)
     x_s, x_t = _rows(x_s), _rows(x_t)
-    _launch(x_s, x_s, mask, G_ss, None, s_s, symmetric=True, split=split)
-    if x_s.shape[1] == 0:  # no cross tile exists to carry the teacher sums
-        s_t.add_((x_t if mask is None else x_t[mask]).to(torch.float32).sum(dim=0))
-    _launch(x_t, x_s, mask, G_ts, s_t, None, symmetric=False, split=split)
+    with _on(x_s.device):
+        _launch(x_s, x_s, mask, G_ss, None, s_s, symmetric=True, split=split)
+        if x_s.shape[1] == 0:  # no cross tile exists to carry the teacher sums
+            s_t.add_((x_t if mask is None else x_t[mask]).to(torch.float32).sum(dim=0))
+        _launch(x_t, x_s, mask, G_ts, s_t, None, symmetric=False, split=split)
     return _count(x_s, mask)

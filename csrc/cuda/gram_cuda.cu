@@ -5,6 +5,9 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <optional>
+#include <vector>
+
 #include "../checks.h"
 #include "../gram.h"
 #include "gram_kernel.cuh"
@@ -30,9 +33,20 @@ void launch_typed(const GramArgs& g, dim3 grid, bool vec, cudaStream_t stream) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// C [DA, DB] += xaᵀ xb over the kept rows (upper tile pairs only when symmetric); sa/sb: fused sums or null.
+// A zeroed [splits, ...] partial buffer per split when there are several, else the accumulator itself.
+std::optional<at::Tensor> partials(const std::optional<at::Tensor>& total, int64_t splits) {
+  if (!total.has_value() || splits == 1) return total;
+  std::vector<int64_t> shape{splits};
+  shape.insert(shape.end(), total->sizes().begin(), total->sizes().end());
+  return at::zeros(shape, total->options());
+}
+
+float* data_or_null(const std::optional<at::Tensor>& t) { return t.has_value() ? t->data_ptr<float>() : nullptr; }
+
+// C [DA, DB] += xaᵀ xb over the kept rows (upper tile pairs only when symmetric); sa/sb: fused sums or none.
+// Several token splits write their own partials, summed in split order: the same bytes on every run.
 void launch(const at::Tensor& xa, const at::Tensor& xb, const std::optional<at::Tensor>& mask, at::Tensor& C,
-            float* sa, float* sb, bool symmetric) {
+            const std::optional<at::Tensor>& sa, const std::optional<at::Tensor>& sb, bool symmetric) {
   const int64_t T = xa.size(0), DA = xa.size(1), DB = xb.size(1);
   if (T == 0 || DA == 0 || DB == 0) return;
   const int64_t nb = (DB + kBlock - 1) / kBlock;
@@ -43,8 +57,12 @@ void launch(const at::Tensor& xa, const at::Tensor& xb, const std::optional<at::
   const int64_t per_split = ((T + want - 1) / want + kBK - 1) / kBK * kBK;
   const int64_t splits = (T + per_split - 1) / per_split;  // no empty split
   TORCH_CHECK(tiles < (int64_t{1} << 31) && splits <= 65535, "layer too large for one launch");
+  const at::Tensor part_c = *partials(C, splits);
+  const std::optional<at::Tensor> part_a = partials(sa, splits), part_b = partials(sb, splits);
+  const bool split = splits > 1;
   GramArgs g{xa.data_ptr(), xb.data_ptr(), mask.has_value() ? mask->data_ptr<bool>() : nullptr,
-             C.data_ptr<float>(), sa, sb, T, DA, DB, xa.stride(0), xb.stride(0), C.stride(0), per_split, symmetric};
+             part_c.data_ptr<float>(), data_or_null(part_a), data_or_null(part_b), T, DA, DB, xa.stride(0),
+             xb.stride(0), part_c.stride(-2), per_split, split ? DA * DB : 0, split ? DA : 0, split ? DB : 0, symmetric};
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(splits));
   const bool vec = vec_ok(xa) && vec_ok(xb);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
@@ -52,6 +70,11 @@ void launch(const at::Tensor& xa, const at::Tensor& xb, const std::optional<at::
     launch_typed<__nv_bfloat16>(g, grid, vec, stream);
   } else {
     launch_typed<__half>(g, grid, vec, stream);
+  }
+  if (split) {
+    C.add_(part_c.sum(0));
+    if (sa.has_value()) sa->add_(part_a->sum(0));
+    if (sb.has_value()) sb->add_(part_b->sum(0));
   }
 }
 
@@ -92,7 +115,7 @@ int64_t gram_update(at::Tensor G, at::Tensor s, const at::Tensor& x_in, const st
   }
   const at::Tensor x = rows_contiguous(x_in);
   const std::optional<at::Tensor> mask = contiguous_mask(mask_in);
-  launch(x, x, mask, G, nullptr, s.data_ptr<float>(), /*symmetric=*/true);
+  launch(x, x, mask, G, std::nullopt, s, /*symmetric=*/true);
   return rows(x, mask);
 }
 
@@ -111,8 +134,8 @@ int64_t gram_update_cross(at::Tensor G_ss, at::Tensor G_ts, at::Tensor s_s, at::
   }
   const at::Tensor xs = rows_contiguous(xs_in), xt = rows_contiguous(xt_in);
   const std::optional<at::Tensor> mask = contiguous_mask(mask_in);
-  launch(xs, xs, mask, G_ss, nullptr, s_s.data_ptr<float>(), /*symmetric=*/true);
-  launch(xt, xs, mask, G_ts, s_t.data_ptr<float>(), nullptr, /*symmetric=*/false);
+  launch(xs, xs, mask, G_ss, std::nullopt, s_s, /*symmetric=*/true);
+  launch(xt, xs, mask, G_ts, s_t, std::nullopt, /*symmetric=*/false);
   return rows(xs, mask);
 }
 

@@ -1,6 +1,7 @@
 // The CUDA Gram tile kernel: C[tile] += x_aᵀ x_b over a range of tokens, 16-bit inputs (bf16/fp16) on the
 // tensor cores (WMMA 16×16×16) with fp32 accumulators, tiles staged through shared memory by cp.async in two
-// stages, column sums fused into the programs that own them, split-K with atomics for small layers.
+// stages, column sums fused into the programs that own them. Split-K for small layers: each token split writes
+// its own zeroed partial buffer (the launcher sums them in split order), so results never depend on timing.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -28,6 +29,7 @@ struct GramArgs {
   float* sb;           // [DB] sums owned by the diagonal tiles, or nullptr
   int64_t T, DA, DB, lda, ldb, ldc;
   int64_t per_split;   // tokens per blockIdx.y, a multiple of kBK
+  int64_t split_c, split_sa, split_sb;  // distance between two splits' partial buffers (0 with one split)
   bool symmetric;
 };
 
@@ -104,17 +106,12 @@ __device__ inline void mma_stage(const Stage<T>& st, int wr, int wc, FragC (&acc
   }
 }
 
-__device__ inline void add_out(float* p, float v, bool atomic) {
-  if (atomic) {
-    atomicAdd(p, v);
-  } else {
-    *p += v;
-  }
-}
+// Each split owns its partial buffer: no other block writes *p, so a plain add is race-free.
+__device__ inline void add_out(float* p, float v) { *p += v; }
 
 // Adds the warp's fragments into C through a 16 × 16 shared scratch per warp (fragment layouts are opaque).
-__device__ inline void store_tile(const GramArgs& g, FragC (&acc)[4][2], float (*scratch)[16 * 16], int64_t i0,
-                                  int64_t j0, int wr, int wc, bool atomic) {
+__device__ inline void store_tile(const GramArgs& g, float* c, FragC (&acc)[4][2], float (*scratch)[16 * 16],
+                                  int64_t i0, int64_t j0, int wr, int wc) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
   for (int fi = 0; fi < 4; ++fi) {
@@ -124,7 +121,7 @@ __device__ inline void store_tile(const GramArgs& g, FragC (&acc)[4][2], float (
       __syncwarp();
       for (int e = lane; e < 256; e += 32) {
         const int64_t i = i0 + wr * 64 + fi * 16 + e / 16, j = j0 + wc * 32 + fj * 16 + e % 16;
-        if (i < g.DA && j < g.DB) add_out(g.c + i * g.ldc + j, scratch[warp][e], atomic);
+        if (i < g.DA && j < g.DB) add_out(c + i * g.ldc + j, scratch[warp][e]);
       }
       __syncwarp();
     }
@@ -181,10 +178,10 @@ __global__ void __launch_bounds__(kThreads) gram_tiles_kernel(const GramArgs g) 
       for (int r = 0; r < kBK; ++r) partial += to_float(sum_b ? st.b[r][sum_col] : st.a[r][sum_col]);
     __syncthreads();  // the next iteration overwrites this stage
   }
-  const bool atomic = gridDim.y > 1;
-  store_tile(g, acc, reinterpret_cast<float (*)[16 * 16]>(&stages[0]), i0, j0, wr, wc, atomic);
-  if (sum_b && j0 + sum_col < g.DB) add_out(g.sb + j0 + sum_col, partial, atomic);
-  if (sum_a && i0 + sum_col < g.DA) add_out(g.sa + i0 + sum_col, partial, atomic);
+  const int64_t split = blockIdx.y;
+  store_tile(g, g.c + split * g.split_c, acc, reinterpret_cast<float (*)[16 * 16]>(&stages[0]), i0, j0, wr, wc);
+  if (sum_b && j0 + sum_col < g.DB) add_out(g.sb + split * g.split_sb + j0 + sum_col, partial);
+  if (sum_a && i0 + sum_col < g.DA) add_out(g.sa + split * g.split_sa + i0 + sum_col, partial);
 }
 
 }  // namespace liar::cuda
