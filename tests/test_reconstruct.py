@@ -192,3 +192,10 @@ def test_none_and_bias_run_no_solve(mode, monkeypatch):
     monkeypatch.setattr(liar.ops.solve, "liar_solve", no_solve)
     r = reconstruct(stats_of(correlated()), *layer(), KEPT, mode=mode)
     assert set(r.errors) == {"none", "bias"} and r.info is None
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), -1.0])
+def test_bad_alpha_is_refused_by_the_one_solve(alpha):
+    A = torch.eye(3) * 2
+    with pytest.raises(ValueError, match="alpha must be a finite number"):
+        damped_solve(A, torch.ones(3, 1), alpha=alpha)

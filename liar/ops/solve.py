@@ -12,6 +12,7 @@ The no-intercept variant uses the uncentered second moment G/N in place of C and
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -90,6 +91,8 @@ def damped_solve(
     eigh solve. Never silent: the returned SolveInfo says what happened. The damping is added in place to A
     (to a copy unless `overwrite_a` and A is already in `dtype`), so the solve holds two R×R matrices.
     """
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number ≥ 0 (the damping λ = alpha · mean(diag A)); got {alpha}")
     if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
         raise FloatingPointError("non-finite statistics reached the solver; check the calibration activations")
     A, B = A.to(dtype, copy=not overwrite_a), B.to(dtype)
