@@ -351,7 +351,8 @@ def test_bad_liar_backend_warns_at_import_and_raises_only_when_auto_is_used():
 def test_import_of_liar_and_liar_ops_is_light():
     """Neither `import liar` nor `import liar.ops` loads transformers or safetensors (tqdm comes with torch)."""
     done = _python("import sys, liar, liar.ops\n"
-                   "heavy = [m for m in ('transformers', 'safetensors', 'liar.api', 'liar.pipeline') if m in sys.modules]\n"
+                   "heavy = [m for m in ('transformers', 'safetensors', 'liar.api', 'liar.pipeline')\n"
+                   "         if m in sys.modules]\n"
                    "assert not heavy, heavy\n"
                    "assert liar.PruneConfig is not None and 'transformers' not in sys.modules\n")
     assert done.returncode == 0, done.stderr[-2000:]

@@ -5,9 +5,9 @@
 
 One launch per call: programs [0, n_sym) run the upper-triangle tile pairs (i ≤ j) of the student Gram (the
 diagonal ones also sum the student columns), the rest run the cross-Gram's tiles (the first tile column also
-sums the teacher columns). When there are too few tiles to fill the GPU the tokens are split across programs (split-K): each
-split writes its own partial buffer, and the partials are summed in split order afterwards, so the result is
-the same bytes on every run (no atomics).
+sums the teacher columns). When there are too few tiles to fill the GPU the tokens are split across programs
+(split-K): each split writes its own partial buffer, and the partials are summed in split order afterwards, so
+the result is the same bytes on every run (no atomics).
 """
 
 from __future__ import annotations

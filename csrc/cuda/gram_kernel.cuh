@@ -1,8 +1,9 @@
 // The CUDA Gram tile kernel: one launch accumulates the student Gram G_ss[upper tiles] += x_sᵀx_s and, with a
 // teacher, the cross-Gram G_ts += x_tᵀx_s: blocks [0, n_sym) run the student's tile pairs (i ≤ j), the rest the
 // cross tiles. 16-bit inputs (bf16/fp16) on the tensor cores (WMMA 16×16×16) with fp32 accumulators, tiles
-// staged through shared memory by cp.async in two stages, column sums fused into the blocks that own them. Split-K for small layers: each token split writes
-// its own zeroed partial buffer (the launcher sums them in split order), so results never depend on timing.
+// staged through shared memory by cp.async in two stages, column sums fused into the blocks that own them.
+// Split-K for small layers: each token split writes its own zeroed partial buffer (the launcher sums them in
+// split order), so results never depend on timing.
 #pragma once
 
 #include <cuda_bf16.h>
