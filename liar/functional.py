@@ -17,9 +17,8 @@ from __future__ import annotations
 import torch
 
 from liar import ops
-from liar.reconstruct import (
-    Interpolation, Reconstruction, SolveInfo, fold, relative_errors, sequential_error, sequential_fit,
-)
+from liar.ops.solve import SolveInfo, fold
+from liar.reconstruct import Reconstruction, relative_errors, sequential_error, sequential_fit
 from liar.stats import CrossStats, GramStats
 from liar.structure import complement
 
@@ -48,20 +47,23 @@ def reconstruct(
 
     mode: "liar" (least-squares interpolation), "bias" (FLAP mean compensation) or "none" (slicing).
     intercept=False gives the bias-free variant (Q from uncentered moments, P = 0): with b None the
-    result has no bias either. Errors for all three modes are always reported.
+    result has no bias either. Errors: none and bias always (they cost an S×S block); liar's when it is
+    solved (mode="liar"): "none" and "bias" run no solve at all.
     """
     kept = _checked(kept, W.shape[1], mode)
     pruned = complement(kept, W.shape[1])
     device = stats.G.device
-    weight, bias, Q, P, info_t = ops.liar_solve(
-        stats.G, stats.s, stats.n, W, b, kept.to(device), pruned.to(device), alpha=alpha,
-        intercept=intercept, solve_fp64=solve_dtype == torch.float64, backend=backend,
-    )
-    info = SolveInfo.from_tensor(info_t.cpu())
-    errors = relative_errors(stats, W, b, kept, pruned, Interpolation(Q=Q, P=P, info=info))
+    kept_d, pruned_d = kept.to(device), pruned.to(device)
+    dtype = torch.float64 if solve_dtype == torch.float64 else torch.float32
     if mode == "liar":
-        return Reconstruction(weight, bias if (intercept or b is not None) else None, info, errors)
-    P0 = stats.mean(torch.float32).index_select(0, pruned.to(device)) if mode == "bias" else None
+        weight, bias, Q, _, info = ops.liar_solve(
+            stats.G, stats.s, stats.n, W, b, kept_d, pruned_d, alpha=alpha, intercept=intercept,
+            solve_fp64=dtype == torch.float64, backend=backend,
+        )
+        errors = relative_errors(stats, W, b, kept_d, pruned_d, (Q, info), intercept, dtype)
+        return Reconstruction(weight, bias, info, errors)
+    errors = relative_errors(stats, W, b, kept_d, pruned_d, None, intercept, dtype)
+    P0 = stats.mean(torch.float32).index_select(0, pruned_d) if mode == "bias" else None
     weight, bias = fold(W, b, kept, pruned, None, P0)
     return Reconstruction(weight, bias, None, errors)
 
@@ -88,8 +90,9 @@ def reconstruct_sequential(
     candidates = {
         "none": (W_R, b, None),
         "bias": (W_R, (bias_shift if b is None else b.double() + bias_shift).to(W.dtype), None),
-        "liar": sequential_fit(cross, W, b, kept, alpha, intercept, solve_dtype),
     }
+    if mode == "liar":  # none and bias run no solve
+        candidates["liar"] = sequential_fit(cross, W, b, kept, alpha, intercept, solve_dtype)
     errors = {m: sequential_error(cross, W, b, kept, w, bb) for m, (w, bb, _) in candidates.items()}
     weight, bias, info = candidates[mode]
     return Reconstruction(weight, bias, info, errors)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from liar import ops
+from liar.ops.solve import moment
 
 
 MIRROR_BLOCK = 1024  # rows mirrored per step: bounds the temporary of the in-place symmetrization
@@ -63,17 +64,9 @@ class GramStats:
 
     def moment(self, rows: torch.Tensor, cols: torch.Tensor, intercept: bool = True,
                dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """Block [rows, cols] of C = G/N − μμᵀ (or of G/N without intercept), formed in `dtype`.
-
-        Only the block is converted: the subtraction, where precision is lost, happens in `dtype`.
-        """
-        G = self.gram()
-        rows, cols = rows.to(G.device), cols.to(G.device)
-        block = G[rows[:, None], cols].to(dtype).div_(self.n)  # one R×C allocation, then in place
-        if intercept:
-            mu = self.mean(dtype)
-            block.addr_(mu[rows], mu[cols], alpha=-1.0)
-        return block
+        """Block [rows, cols] of C = G/N − μμᵀ (or of G/N without intercept), formed in `dtype` from the upper
+        triangle of G (`liar.ops.solve.moment`)."""
+        return moment(self.G, self.s, self.n, rows, cols, intercept, dtype)
 
     def covariance(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The full C = G/N − μμᵀ in `dtype`."""
@@ -141,14 +134,6 @@ class CrossStats:
         if mask is not None:
             y = y[mask.reshape(-1).to(device=y.device, dtype=torch.bool)]
         self.target_energy += float(y.square().sum())
-
-    def cross(self, cols: torch.Tensor, intercept: bool, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """Columns `cols` of C_ts = G_ts/N − μ_t μ_sᵀ (or G_ts/N without intercept): [D_t, len(cols)]."""
-        cols = cols.to(self.G_ts.device)
-        block = self.G_ts.index_select(1, cols).to(dtype) / self.n
-        if intercept:
-            block -= torch.outer(self.s_t.to(dtype), self.student.s[cols].to(dtype)) / self.n**2
-        return block
 
     def check_finite(self, where: str) -> None:
         self.student.check_finite(where)

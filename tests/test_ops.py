@@ -142,45 +142,66 @@ def test_everything_masked_adds_nothing(device, backend):
     assert torch.equal(G.triu(), G0.triu()) and torch.equal(s, s0)
 
 
-def _solve_args(device: str):
+def _solve_args(device: str, backend: str = "torch"):
+    """LIAR solve arguments whose G comes from `backend` (cpp and triton write only the upper triangle)."""
     D = 57
     x = make_x(400, D, torch.float32, device, seed=11)
     G, s = torch.zeros(D, D, device=device), torch.zeros(D, device=device)
-    n = ops.gram_update(G, s, x, backend="torch")
+    n = ops.gram_update(G, s, x, backend=backend)
     W, b = make_x(10, D, torch.float32, device, seed=12), torch.randn(10, device=device)
     kept, pruned = torch.arange(0, D, 2, device=device), torch.arange(1, D, 2, device=device)
     return G, s, n, W, b, kept, pruned, 1e-2, True, False
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_opcheck(device):
-    """Schemas, fakes and the registered device kernels (what `auto` runs) pass torch.library.opcheck."""
+@pytest.mark.parametrize("device, backend", CASES)
+def test_opcheck(device, backend):
+    """Schemas, fakes and kernels pass torch.library.opcheck with `backend` serving the Gram ops, and
+    liar_solve with G produced by `backend`."""
+    from liar.ops.dispatch import prefer
+
     D, T = 45, 120
     x, xt = make_x(T, D, torch.bfloat16, device, seed=13), make_x(T, 19, torch.bfloat16, device, seed=14)
-    for mask in (None, make_mask(T, device, seed=15)):
-        opcheck(torch.ops.liar.gram_update.default, (torch.zeros(D, D, device=device), torch.zeros(D, device=device),
-                                                     x, mask))
-        opcheck(torch.ops.liar.gram_update_cross.default,
-                (torch.zeros(D, D, device=device), torch.zeros(19, D, device=device), torch.zeros(D, device=device),
-                 torch.zeros(19, device=device), x, xt, mask))
-    opcheck(torch.ops.liar.liar_solve.default, _solve_args(device))
+    with prefer(backend):
+        for mask in (None, make_mask(T, device, seed=15)):
+            opcheck(torch.ops.liar.gram_update.default,
+                    (torch.zeros(D, D, device=device), torch.zeros(D, device=device), x, mask))
+            assert ops.last_backend("gram_update") == backend
+            opcheck(torch.ops.liar.gram_update_cross.default,
+                    (torch.zeros(D, D, device=device), torch.zeros(19, D, device=device),
+                     torch.zeros(D, device=device), torch.zeros(19, device=device), x, xt, mask))
+    opcheck(torch.ops.liar.liar_solve.default, _solve_args(device, backend))
+
+
+@pytest.mark.parametrize("device, backend", CASES)
+def test_liar_solve_reads_only_the_upper_triangle_and_never_writes_G(device, backend):
+    args = _solve_args(device, backend)
+    G = args[0]
+    before = G.clone()
+    weight, bias, Q, P, info = ops.liar_solve(*args)
+    assert torch.equal(G, before)  # bit for bit, lower triangle included
+    full = G.triu() + G.triu(1).T
+    want = ops.liar_solve(full, *args[1:])
+    assert torch.equal(weight, want.weight) and torch.equal(bias, want.bias) and torch.equal(Q, want.Q)
+    assert isinstance(info, ops.SolveInfo) and info.lam > 0 and info.fallback is None
+    assert ops.last_backend("liar_solve") == "torch"
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_auto_runs_the_registered_best_kernel(device):
-    """`auto` names the first available backend of AUTO_ORDER, and that is the op's device kernel."""
-    from liar.ops.backends import AUTO_ORDER
+def test_auto_runs_the_first_capable_backend(device):
+    """`auto` names the first available, capable, self-checked backend of AUTO_ORDER, and computes exactly
+    what that backend computes when named."""
+    from liar.ops.dispatch import AUTO_ORDER
 
-    best = next(n for n in AUTO_ORDER[device] if n in backends_for(device) and "gram_update" in BACKENDS[n].kernels)
+    best = next(n for n in AUTO_ORDER[device] if n in backends_for(device))
     x = make_x(64, 33, torch.float32, device, seed=16)
     G, s = torch.zeros(33, 33, device=device), torch.zeros(33, device=device)
     ops.gram_update(G, s, x)
     assert ops.last_backend("gram_update") == best
-    dispatch = torch._C._dispatch_dump("liar::gram_update")
-    assert (("CPU" if device == "cpu" else "CUDA") in dispatch) == (best != "torch")
     G_named, s_named = torch.zeros(33, 33, device=device), torch.zeros(33, device=device)
     ops.gram_update(G_named, s_named, x, backend=best)
     assert torch.equal(G.triu(), G_named.triu()) and torch.equal(s, s_named)
+    if best != "torch":
+        assert ops.self_checks()[f"{best} gram_update {device} float32"] == "ok"
 
 
 def test_named_backend_without_the_op_hands_it_to_torch():
@@ -189,6 +210,83 @@ def test_named_backend_without_the_op_hands_it_to_torch():
         pytest.skip(f"cpp backend unavailable: {BACKENDS['cpp'].error}")
     ops.liar_solve(*_solve_args("cpu"), backend="cpp")
     assert ops.last_backend("liar_solve") == "torch"
+
+
+def test_auto_chooses_by_dtype(monkeypatch):
+    """A backend without a float64 kernel is skipped by auto for float64 activations and refused by name."""
+    name = "cpp" if BACKENDS["cpp"].available else "triton"
+    if not BACKENDS[name].available:
+        pytest.skip("no compiled backend on CPU")
+    monkeypatch.setattr(BACKENDS[name], "dtypes", (torch.float32, torch.float16, torch.bfloat16))
+    x = make_x(20, 9, torch.float64, "cpu", seed=30)
+    ops.gram_update(torch.zeros(9, 9), torch.zeros(9), x)
+    assert ops.last_backend("gram_update") == "torch"
+    with pytest.raises(TypeError, match=f"backend '{name}' has no float64 kernel for gram_update"):
+        ops.gram_update(torch.zeros(9, 9), torch.zeros(9), x, backend=name)
+
+
+def test_broken_kernel_fails_its_self_check_and_auto_falls_back(monkeypatch):
+    """A compiled kernel that disagrees with the reference is never trusted by auto: a warning, the reference
+    serves, and self_checks() says why."""
+    from liar.ops import selfcheck
+
+    if not BACKENDS["cpp"].available:
+        pytest.skip(f"cpp backend unavailable: {BACKENDS['cpp'].error}")
+    real = BACKENDS["cpp"].kernels["gram_update"]
+
+    def broken(G, s, x, mask):  # forgets the last channel's column sums: a plausible tiling bug
+        real(G, s, x, mask)
+        G[:, -1] = 0.0
+
+    monkeypatch.setitem(BACKENDS["cpp"].kernels, "gram_update", broken)
+    monkeypatch.setattr(selfcheck, "_RESULTS", {})
+    x = make_x(40, 13, torch.float32, "cpu", seed=31)
+    G, s = torch.zeros(13, 13), torch.zeros(13)
+    with pytest.warns(RuntimeWarning, match="cpp kernel of gram_update failed its self-check"):
+        ops.gram_update(G, s, x)
+    assert ops.last_backend("gram_update") == "torch"
+    assert "differs from the reference" in ops.self_checks()["cpp gram_update cpu float32"]
+    x64 = x.double()
+    assert rel_err(G, x64.T @ x64, upper=True) < 1e-6
+
+
+LAYOUTS = ["contiguous", "transposed", "sliced"]
+
+
+def _accumulator_in(layout: str, shape: tuple[int, ...], device: str, seed: int) -> torch.Tensor:
+    """Non-zero sums stored contiguously, as a transposed view, or as a slice of a wider buffer."""
+    g = torch.Generator().manual_seed(seed)
+    if layout == "contiguous" or len(shape) == 1 and layout == "transposed":
+        return torch.rand(shape, generator=g).to(device)
+    if layout == "transposed":
+        return torch.rand(shape[::-1], generator=g).to(device).T
+    wide = torch.rand(tuple(d + 3 for d in shape), generator=g).to(device)
+    return wide[(slice(1, None),) * len(shape)][tuple(slice(0, d) for d in shape)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float64], ids=str)
+@pytest.mark.parametrize("device, backend", CASES)
+def test_every_backend_every_layout_every_dtype(device, backend, dtype, layout):
+    """Each backend either computes the reference's answer for any accumulator layout or raises the shared
+    error for a dtype it lacks."""
+    D, Dt, T = (37, 11, 90) if backend == "triton" else (101, 23, 300)
+    xs, xt, mask = make_x(T, D, dtype, device, 40), make_x(T, Dt, dtype, device, 41), make_mask(T, device, 42)
+    acc = [_accumulator_in(layout, shape, device, seed)
+           for seed, shape in enumerate([(D, D), (Dt, D), (D,), (Dt,)])]
+    want = [a.double().cpu() for a in acc]
+    if dtype not in BACKENDS[backend].dtypes:
+        with pytest.raises(TypeError, match=f"backend '{backend}' has no float64 kernel"):
+            ops.gram_update_cross(*acc, xs, xt, mask, backend=backend)
+        assert all(torch.equal(a.double().cpu(), w) for a, w in zip(acc, want))
+        return
+    ops.gram_update_cross(*acc, xs, xt, mask, backend=backend)
+    m = mask.cpu()
+    xs64, xt64 = xs.double().cpu()[m], xt.double().cpu()[m]
+    assert rel_err(acc[0], want[0] + xs64.T @ xs64, upper=True) < TOL[device]
+    assert rel_err(acc[1], want[1] + xt64.T @ xs64) < TOL[device]
+    assert rel_err(acc[2], want[2] + xs64.sum(0)) < TOL[device]
+    assert rel_err(acc[3], want[3] + xt64.sum(0)) < TOL[device]
 
 
 @pytest.mark.parametrize("call, error, match", [
@@ -219,14 +317,42 @@ def test_unavailable_backend_says_why():
             ops.gram_update(torch.zeros(8, 8), torch.zeros(8), x, backend="cuda")
 
 
+def _python(script: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=120)
+
+
 def test_liar_backend_env_overrides_auto():
-    """LIAR_BACKEND=torch (read at import) makes `auto` and the op's registered kernel the reference."""
-    script = (
-        "import torch, liar.ops as ops\n"
-        "ops.gram_update(torch.zeros(5, 5), torch.zeros(5), torch.randn(9, 5))\n"
-        "assert ops.last_backend('gram_update') == 'torch', ops.last_backend('gram_update')\n"
-        "assert 'CPU' not in torch._C._dispatch_dump('liar::gram_update')\n"
-    )
-    env = {**os.environ, "LIAR_BACKEND": "torch"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    """LIAR_BACKEND=torch (read at import) makes `auto` the reference."""
+    done = _python("import torch, liar.ops as ops\n"
+                   "ops.gram_update(torch.zeros(5, 5), torch.zeros(5), torch.randn(9, 5))\n"
+                   "assert ops.last_backend('gram_update') == 'torch', ops.last_backend('gram_update')\n",
+                   LIAR_BACKEND="torch")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_bad_liar_backend_warns_at_import_and_raises_only_when_auto_is_used():
+    done = _python("import torch, warnings\n"
+                   "with warnings.catch_warnings(record=True) as seen:\n"
+                   "    warnings.simplefilter('always')\n"
+                   "    import liar.ops as ops\n"
+                   "assert any('LIAR_BACKEND=' in str(w.message) for w in seen), [str(w.message) for w in seen]\n"
+                   "ops.gram_update(torch.zeros(5, 5), torch.zeros(5), torch.randn(9, 5), backend='torch')\n"
+                   "try:\n"
+                   "    ops.gram_update(torch.zeros(5, 5), torch.zeros(5), torch.randn(9, 5))\n"
+                   "except ValueError as err:\n"
+                   "    assert \"LIAR_BACKEND='tirton' is not a backend\" in str(err), err\n"
+                   "else:\n"
+                   "    raise AssertionError('auto ran with a bad LIAR_BACKEND')\n",
+                   LIAR_BACKEND="tirton")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_import_of_liar_and_liar_ops_is_light():
+    """Neither `import liar` nor `import liar.ops` loads transformers or safetensors (tqdm comes with torch)."""
+    done = _python("import sys, liar, liar.ops\n"
+                   "heavy = [m for m in ('transformers', 'safetensors', 'liar.api', 'liar.pipeline')\n"
+                   "         if m in sys.modules]\n"
+                   "assert not heavy, heavy\n"
+                   "assert liar.PruneConfig is not None and 'transformers' not in sys.modules\n")
     assert done.returncode == 0, done.stderr[-2000:]

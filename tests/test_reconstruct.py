@@ -108,13 +108,17 @@ def test_mask_excludes_rows():
 
 
 def test_singular_system_escalates_damping_and_says_so():
-    x = correlated(d=8)
-    A = (x.T @ x).double()
-    A = torch.cat([A, A[:1]], 0)
-    A = torch.cat([A, A[:, :1]], 1)  # a duplicated channel: singular
-    B = torch.randn(9, 2, dtype=torch.float64)
+    """Channels 0 and 1 are the same column of ones: Cholesky's second pivot is 16 − 4·4 = 0 exactly in any
+    precision (every entry is a small integer and √16 is exact), so the undamped solve must escalate."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-3, 4, (16, 8), generator=g).double()
+    x[:, 0] = 1.0
+    x = torch.cat([x[:, :1], x], dim=1)  # a duplicated channel: singular
+    A = x.T @ x
+    B = torch.randn(9, 2, dtype=torch.float64, generator=g)
+    assert int(torch.linalg.cholesky_ex(A.float()).info) == 2
     X, info = damped_solve(A, B, alpha=0.0, dtype=torch.float32)
-    assert info.escalations > 0 and info.lam > 0 and torch.isfinite(X).all()
+    assert info.escalations > 0 and info.lam > 0 and info.fallback is None and torch.isfinite(X).all()
 
 
 def test_indefinite_system_falls_back_to_eigh():
@@ -135,3 +139,63 @@ def test_bad_kept_indices_raise():
     W, b = layer()
     with pytest.raises(ValueError, match="kept must be"):
         reconstruct(stats_of(X), W, b, torch.tensor([0, D]))
+
+
+def _old_full_form(stats, W, b, kept, pruned, Q, P):
+    """The previous error form: Σ‖dW x + db‖² as one D×D quadratic form tr(dW G dWᵀ) + 2 dbᵀ dW s + N‖db‖², in
+    float64 from the symmetrized G, relative to the same form of the dense output."""
+    G = (stats.G.triu() + stats.G.triu(1).T).double()
+    s, n = stats.s.double(), stats.n
+
+    def energy(dW, db):
+        return float(((dW @ G) * dW).sum() + 2 * db @ (dW @ s) + n * db @ db)
+
+    W64 = W.double()
+    W_S = W64[:, pruned]
+    dW = torch.zeros_like(W64)
+    dW[:, pruned] = W_S
+    total = energy(W64, b.double())
+    none = energy(dW, torch.zeros(W.shape[0], dtype=torch.float64))
+    bias = energy(dW, -(W_S @ (s[pruned] / n)))
+    dW[:, kept] = -(W_S @ Q.double())
+    return {"none": none / total, "bias": bias / total, "liar": energy(dW, -(W_S @ P.double())) / total}
+
+
+@pytest.mark.parametrize("solve_dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("alpha", [0.0, 1e-2])
+def test_cheap_error_forms_equal_the_full_quadratic_form(alpha, solve_dtype):
+    """none/bias from the S×S block, liar from E = C_SS − Q C_RS − λQQᵀ: the same numbers as the D×D form."""
+    from liar import ops
+
+    X = correlated(dtype=torch.bfloat16)
+    W, b = layer()
+    stats = stats_of(X)
+    pruned = complement(KEPT, D)
+    sol = ops.liar_solve(stats.G, stats.s, stats.n, W, b, KEPT, pruned, alpha=alpha,
+                         solve_fp64=solve_dtype == torch.float64)
+    new = reconstruct(stats, W, b, KEPT, alpha=alpha, solve_dtype=solve_dtype).errors
+    old = _old_full_form(stats, W, b, KEPT, pruned, sol.Q, sol.P)
+    # fp64: rounding only. fp32: the identity Q(C_RR + λI) = C_SR holds to the fp32 solve's residual.
+    tol = 1e-9 if solve_dtype == torch.float64 else 1e-4
+    for mode in ("none", "bias", "liar"):
+        assert abs(new[mode] - old[mode]) <= tol * old[mode], (mode, new[mode], old[mode])
+
+
+@pytest.mark.parametrize("mode", ["none", "bias"])
+def test_none_and_bias_run_no_solve(mode, monkeypatch):
+    import liar.ops.solve
+
+    def no_solve(*args, **kwargs):
+        raise AssertionError("a solve ran for mode=" + mode)
+
+    monkeypatch.setattr(liar.ops.solve, "damped_solve", no_solve)
+    monkeypatch.setattr(liar.ops.solve, "liar_solve", no_solve)
+    r = reconstruct(stats_of(correlated()), *layer(), KEPT, mode=mode)
+    assert set(r.errors) == {"none", "bias"} and r.info is None
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), -1.0])
+def test_bad_alpha_is_refused_by_the_one_solve(alpha):
+    A = torch.eye(3) * 2
+    with pytest.raises(ValueError, match="alpha must be a finite number"):
+        damped_solve(A, torch.ones(3, 1), alpha=alpha)

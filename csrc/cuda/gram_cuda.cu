@@ -1,9 +1,12 @@
-// CUDA entry points of the Gram ops: checks, the grid (upper tile pairs, token splits), the launch on the
-// current stream. 16-bit activations run the tensor-core tile kernel; fp32/fp64 activations keep full fp32
-// products through cuBLAS (the tensor cores would round them to tf32).
+// CUDA entry points of the Gram ops: checks, the grid (student tile pairs, then cross tiles; token splits), one
+// launch on the current stream of the tensors' device. 16-bit activations run the tensor-core tile kernel;
+// fp32/fp64 activations keep full fp32 products through cuBLAS (the tensor cores would round them to tf32).
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+
+#include <optional>
+#include <vector>
 
 #include "../checks.h"
 #include "../gram.h"
@@ -30,28 +33,56 @@ void launch_typed(const GramArgs& g, dim3 grid, bool vec, cudaStream_t stream) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// C [DA, DB] += xaᵀ xb over the kept rows (upper tile pairs only when symmetric); sa/sb: fused sums or null.
-void launch(const at::Tensor& xa, const at::Tensor& xb, const std::optional<at::Tensor>& mask, at::Tensor& C,
-            float* sa, float* sb, bool symmetric) {
-  const int64_t T = xa.size(0), DA = xa.size(1), DB = xb.size(1);
-  if (T == 0 || DA == 0 || DB == 0) return;
-  const int64_t nb = (DB + kBlock - 1) / kBlock;
-  const int64_t tiles = symmetric ? nb * (nb + 1) / 2 : (DA + kBlock - 1) / kBlock * nb;
+// A zeroed [splits, ...] partial buffer when there are several splits, else the accumulator itself (or none).
+std::optional<at::Tensor> partials(const std::optional<at::Tensor>& total, int64_t splits) {
+  if (!total.has_value() || splits == 1) return total;
+  std::vector<int64_t> shape{splits};
+  shape.insert(shape.end(), total->sizes().begin(), total->sizes().end());
+  return at::zeros(shape, total->options());
+}
+
+float* data_or_null(const std::optional<at::Tensor>& t) { return t.has_value() ? t->data_ptr<float>() : nullptr; }
+
+int64_t split_distance(const std::optional<at::Tensor>& total, int64_t splits) {
+  return splits > 1 && total.has_value() ? total->numel() : 0;
+}
+
+// One launch: G_ss[upper tiles] += x_sᵀx_s, s_s += Σ x_s and, with a teacher, G_ts += x_tᵀx_s, s_t += Σ x_t over
+// the kept rows. Several token splits write their own partials, summed in split order: the same bytes every run.
+void launch(const at::Tensor& xs, const std::optional<at::Tensor>& xt, const std::optional<at::Tensor>& mask,
+            at::Tensor& G_ss, at::Tensor& s_s, const std::optional<at::Tensor>& G_ts,
+            const std::optional<at::Tensor>& s_t) {
+  const int64_t T = xs.size(0), DS = xs.size(1), DT = xt.has_value() ? xt->size(1) : 0;
+  if (T == 0 || DS == 0) return;
+  const int64_t nb = (DS + kBlock - 1) / kBlock;
+  const int64_t n_sym = nb * (nb + 1) / 2;
+  const int64_t tiles = n_sym + (DT + kBlock - 1) / kBlock * nb;
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t most = std::max<int64_t>(1, T / (kBK * kMinStepsPerSplit));
   const int64_t want = std::min<int64_t>(most, std::max<int64_t>(1, (kBlocksPerSM * sms + tiles - 1) / tiles));
   const int64_t per_split = ((T + want - 1) / want + kBK - 1) / kBK * kBK;
   const int64_t splits = (T + per_split - 1) / per_split;  // no empty split
   TORCH_CHECK(tiles < (int64_t{1} << 31) && splits <= 65535, "layer too large for one launch");
-  GramArgs g{xa.data_ptr(), xb.data_ptr(), mask.has_value() ? mask->data_ptr<bool>() : nullptr,
-             C.data_ptr<float>(), sa, sb, T, DA, DB, xa.stride(0), xb.stride(0), C.stride(0), per_split, symmetric};
+  const std::optional<at::Tensor> p_gss = partials(G_ss, splits), p_ss = partials(s_s, splits);
+  const std::optional<at::Tensor> p_gts = partials(G_ts, splits), p_st = partials(s_t, splits);
+  GramArgs g{xs.data_ptr(), xt.has_value() ? xt->data_ptr() : nullptr,
+             mask.has_value() ? mask->data_ptr<bool>() : nullptr, data_or_null(p_gss), data_or_null(p_gts),
+             data_or_null(p_ss), data_or_null(p_st), T, DS, DT, xs.stride(0), xt.has_value() ? xt->stride(0) : 0,
+             n_sym, per_split, split_distance(G_ss, splits), split_distance(G_ts, splits),
+             split_distance(s_s, splits), split_distance(s_t, splits)};
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(splits));
-  const bool vec = vec_ok(xa) && vec_ok(xb);
+  const bool vec = vec_ok(xs) && (!xt.has_value() || vec_ok(*xt));
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  if (xa.scalar_type() == at::kBFloat16) {
+  if (xs.scalar_type() == at::kBFloat16) {
     launch_typed<__nv_bfloat16>(g, grid, vec, stream);
   } else {
     launch_typed<__half>(g, grid, vec, stream);
+  }
+  if (splits > 1) {
+    G_ss.add_(p_gss->sum(0));
+    s_s.add_(p_ss->sum(0));
+    if (G_ts.has_value()) G_ts->add_(p_gts->sum(0));
+    if (s_t.has_value()) s_t->add_(p_st->sum(0));
   }
 }
 
@@ -92,7 +123,7 @@ int64_t gram_update(at::Tensor G, at::Tensor s, const at::Tensor& x_in, const st
   }
   const at::Tensor x = rows_contiguous(x_in);
   const std::optional<at::Tensor> mask = contiguous_mask(mask_in);
-  launch(x, x, mask, G, nullptr, s.data_ptr<float>(), /*symmetric=*/true);
+  launch(x, std::nullopt, mask, G, s, std::nullopt, std::nullopt);
   return rows(x, mask);
 }
 
@@ -111,8 +142,7 @@ int64_t gram_update_cross(at::Tensor G_ss, at::Tensor G_ts, at::Tensor s_s, at::
   }
   const at::Tensor xs = rows_contiguous(xs_in), xt = rows_contiguous(xt_in);
   const std::optional<at::Tensor> mask = contiguous_mask(mask_in);
-  launch(xs, xs, mask, G_ss, nullptr, s_s.data_ptr<float>(), /*symmetric=*/true);
-  launch(xt, xs, mask, G_ts, s_t.data_ptr<float>(), nullptr, /*symmetric=*/false);
+  launch(xs, xt, mask, G_ss, s_s, G_ts, s_t);
   return rows(xs, mask);
 }
 

@@ -1,6 +1,9 @@
-// The CUDA Gram tile kernel: C[tile] += x_aᵀ x_b over a range of tokens, 16-bit inputs (bf16/fp16) on the
-// tensor cores (WMMA 16×16×16) with fp32 accumulators, tiles staged through shared memory by cp.async in two
-// stages, column sums fused into the programs that own them, split-K with atomics for small layers.
+// The CUDA Gram tile kernel: one launch accumulates the student Gram G_ss[upper tiles] += x_sᵀx_s and, with a
+// teacher, the cross-Gram G_ts += x_tᵀx_s: blocks [0, n_sym) run the student's tile pairs (i ≤ j), the rest the
+// cross tiles. 16-bit inputs (bf16/fp16) on the tensor cores (WMMA 16×16×16) with fp32 accumulators, tiles
+// staged through shared memory by cp.async in two stages, column sums fused into the blocks that own them.
+// Split-K for small layers: each token split writes its own zeroed partial buffer (the launcher sums them in
+// split order), so results never depend on timing.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -20,15 +23,17 @@ constexpr int kStages = 2;           // cp.async double buffering
 constexpr int kVec = 8;              // 16-bit elements per 16-byte cp.async
 
 struct GramArgs {
-  const void* xa;      // [T, DA], row stride lda
-  const void* xb;      // [T, DB], row stride ldb
+  const void* xs;      // student [T, DS], row stride lds: the B operand of every tile
+  const void* xt;      // teacher [T, DT], row stride ldt, or nullptr (no cross tiles)
   const bool* mask;    // [T] or nullptr
-  float* c;            // [DA, DB], row stride ldc
-  float* sa;           // [DA] sums owned by the first tile column, or nullptr
-  float* sb;           // [DB] sums owned by the diagonal tiles, or nullptr
-  int64_t T, DA, DB, lda, ldb, ldc;
+  float* gss;          // [DS, DS] (row stride DS), upper tile pairs
+  float* gts;          // [DT, DS] (row stride DS)
+  float* ss;           // [DS] student sums, owned by the diagonal tiles
+  float* st;           // [DT] teacher sums, owned by the first cross tile column
+  int64_t T, DS, DT, lds, ldt;
+  int64_t n_sym;       // student tile pairs; the blocks after them are cross tiles
   int64_t per_split;   // tokens per blockIdx.y, a multiple of kBK
-  bool symmetric;
+  int64_t split_gss, split_gts, split_ss, split_st;  // distance between two splits' partials (0 with one split)
 };
 
 template <typename T>
@@ -104,17 +109,12 @@ __device__ inline void mma_stage(const Stage<T>& st, int wr, int wc, FragC (&acc
   }
 }
 
-__device__ inline void add_out(float* p, float v, bool atomic) {
-  if (atomic) {
-    atomicAdd(p, v);
-  } else {
-    *p += v;
-  }
-}
+// Each split owns its partial buffer: no other block writes *p, so a plain add is race-free.
+__device__ inline void add_out(float* p, float v) { *p += v; }
 
 // Adds the warp's fragments into C through a 16 × 16 shared scratch per warp (fragment layouts are opaque).
-__device__ inline void store_tile(const GramArgs& g, FragC (&acc)[4][2], float (*scratch)[16 * 16], int64_t i0,
-                                  int64_t j0, int wr, int wc, bool atomic) {
+__device__ inline void store_tile(const GramArgs& g, float* c, int64_t DA, FragC (&acc)[4][2],
+                                  float (*scratch)[16 * 16], int64_t i0, int64_t j0, int wr, int wc) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
   for (int fi = 0; fi < 4; ++fi) {
@@ -124,7 +124,7 @@ __device__ inline void store_tile(const GramArgs& g, FragC (&acc)[4][2], float (
       __syncwarp();
       for (int e = lane; e < 256; e += 32) {
         const int64_t i = i0 + wr * 64 + fi * 16 + e / 16, j = j0 + wc * 32 + fj * 16 + e % 16;
-        if (i < g.DA && j < g.DB) add_out(g.c + i * g.ldc + j, scratch[warp][e], atomic);
+        if (i < DA && j < g.DS) add_out(c + i * g.DS + j, scratch[warp][e]);
       }
       __syncwarp();
     }
@@ -134,23 +134,30 @@ __device__ inline void store_tile(const GramArgs& g, FragC (&acc)[4][2], float (
 template <typename T, bool kVecLoad>
 __global__ void __launch_bounds__(kThreads) gram_tiles_kernel(const GramArgs g) {
   __shared__ __align__(128) Stage<T> stages[kStages];
+  const int64_t split = blockIdx.y;
+  const bool sym = blockIdx.x < g.n_sym;
   int64_t ti, tj;
-  if (g.symmetric) {
+  if (sym) {
     upper_tile(blockIdx.x, ti, tj);
   } else {
-    const int64_t nb = (g.DB + kBlock - 1) / kBlock;
-    ti = blockIdx.x / nb;
-    tj = blockIdx.x % nb;
+    const int64_t nb = (g.DS + kBlock - 1) / kBlock;
+    ti = (blockIdx.x - g.n_sym) / nb;
+    tj = (blockIdx.x - g.n_sym) % nb;
   }
+  // A operand, output and sums of this block's tile kind.
+  const T* xa = static_cast<const T*>(sym ? g.xs : g.xt);
+  const int64_t lda = sym ? g.lds : g.ldt, DA = sym ? g.DS : g.DT;
+  float* c = sym ? g.gss + split * g.split_gss : g.gts + split * g.split_gts;
+  float* sums = sym ? g.ss + split * g.split_ss : g.st + split * g.split_st;
+  const T* xb = static_cast<const T*>(g.xs);
   const int64_t i0 = ti * kBlock, j0 = tj * kBlock;
-  const int64_t t_begin = blockIdx.y * g.per_split;
+  const int64_t t_begin = split * g.per_split;
   const int64_t t_end = t_begin + g.per_split < g.T ? t_begin + g.per_split : g.T;
   const int steps = t_end > t_begin ? static_cast<int>((t_end - t_begin + kBK - 1) / kBK) : 0;
   const int warp = threadIdx.x / 32, wr = warp / 4, wc = warp % 4;
-  // Sums: threads 0..127 sum B column j0 + tid on diagonal tiles, threads 128..255 A column i0 + tid - 128
-  // on the first tile column.
-  const bool sum_b = g.sb != nullptr && ti == tj && threadIdx.x < kBlock;
-  const bool sum_a = g.sa != nullptr && tj == 0 && threadIdx.x >= kBlock;
+  // Sums of the A columns i0 + tid (threads 0..127): on the diagonal student tiles (A = B there) and on the
+  // first column of cross tiles.
+  const bool own_sum = (sym ? ti == tj : tj == 0) && threadIdx.x < kBlock;
   const int sum_col = threadIdx.x % kBlock;
   float partial = 0.0f;
   FragC acc[4][2];
@@ -158,12 +165,10 @@ __global__ void __launch_bounds__(kThreads) gram_tiles_kernel(const GramArgs g) 
   for (int fi = 0; fi < 4; ++fi)
 #pragma unroll
     for (int fj = 0; fj < 2; ++fj) nvcuda::wmma::fill_fragment(acc[fi][fj], 0.0f);
-  const T* xa = static_cast<const T*>(g.xa);
-  const T* xb = static_cast<const T*>(g.xb);
   auto stage = [&](int s) {
     const int64_t t0 = t_begin + static_cast<int64_t>(s) * kBK;
-    stage_tile<T, kVecLoad>(g, xa, g.lda, g.DA, i0, t0, t_end, stages[s % kStages].a);
-    stage_tile<T, kVecLoad>(g, xb, g.ldb, g.DB, j0, t0, t_end, stages[s % kStages].b);
+    stage_tile<T, kVecLoad>(g, xa, lda, DA, i0, t0, t_end, stages[s % kStages].a);
+    stage_tile<T, kVecLoad>(g, xb, g.lds, g.DS, j0, t0, t_end, stages[s % kStages].b);
     __pipeline_commit();
   };
   if (steps > 0) stage(0);
@@ -177,14 +182,12 @@ __global__ void __launch_bounds__(kThreads) gram_tiles_kernel(const GramArgs g) 
     __syncthreads();
     const Stage<T>& st = stages[s % kStages];
     mma_stage(st, wr, wc, acc);
-    if (sum_b || sum_a)
-      for (int r = 0; r < kBK; ++r) partial += to_float(sum_b ? st.b[r][sum_col] : st.a[r][sum_col]);
+    if (own_sum)
+      for (int r = 0; r < kBK; ++r) partial += to_float(st.a[r][sum_col]);
     __syncthreads();  // the next iteration overwrites this stage
   }
-  const bool atomic = gridDim.y > 1;
-  store_tile(g, acc, reinterpret_cast<float (*)[16 * 16]>(&stages[0]), i0, j0, wr, wc, atomic);
-  if (sum_b && j0 + sum_col < g.DB) add_out(g.sb + j0 + sum_col, partial, atomic);
-  if (sum_a && i0 + sum_col < g.DA) add_out(g.sa + i0 + sum_col, partial, atomic);
+  store_tile(g, c, DA, acc, reinterpret_cast<float (*)[16 * 16]>(&stages[0]), i0, j0, wr, wc);
+  if (own_sum && i0 + sum_col < DA) add_out(sums + i0 + sum_col, partial);
 }
 
 }  // namespace liar::cuda

@@ -2,7 +2,7 @@
 
 gram_update:        G[upper] += xᵀx over the kept rows, s += Σ x, returns the row count (fp32 accumulation).
 gram_update_cross:  the same for a student x_s, plus the teacher–student cross-Gram x_tᵀx_s and Σ x_t.
-liar_solve:         the LIAR interpolation Q, P from (G, s, n) and the folded consumer weight and bias.
+(liar_solve's reference, the only implementation, is `liar.ops.solve`.)
 """
 
 from __future__ import annotations
@@ -18,23 +18,6 @@ def gram_update(G: torch.Tensor, s: torch.Tensor, x: torch.Tensor, mask: torch.T
     G.addmm_(xf.T, xf)
     s.add_(xf.sum(dim=0))
     return int(xf.shape[0])
-
-
-def liar_solve(
-    G: torch.Tensor, s: torch.Tensor, n: int, W: torch.Tensor, b: torch.Tensor | None,
-    kept: torch.Tensor, pruned: torch.Tensor, alpha: float, intercept: bool, solve_fp64: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns (W_R' [d_out, R], b' [d_out], Q [S, R], P [S], info [λ, escalations, fallback code] fp64)."""
-    # Imported here: liar.stats accumulates through liar.ops, so a module-level import would be circular.
-    from liar.reconstruct import fold, interpolation
-    from liar.stats import GramStats
-
-    stats = GramStats(G=G, s=s, n=n)
-    dtype = torch.float64 if solve_fp64 else torch.float32
-    interp = interpolation(stats, kept, pruned, alpha=alpha, intercept=intercept, dtype=dtype)
-    bias = b if b is not None else torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)
-    weight, bias = fold(W, bias, kept, pruned, interp.Q, interp.P)
-    return weight, bias, interp.Q, interp.P, interp.info.to_tensor().to(G.device)
 
 
 def gram_update_cross(
