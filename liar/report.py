@@ -95,9 +95,11 @@ class PruneReport:
         return f"{phases}, blocks {self.timings.get('blocks', 0):.1f} [{stages}]"
 
     def mean_errors(self, kind: str) -> dict[str, float]:
-        """Mean relative calibration error per reconstruction mode over layers, for 'attn' or 'mlp'."""
+        """Mean relative calibration error per reconstruction mode over layers, for 'attn' or 'mlp' (the modes
+        every layer reports: none and bias always, liar where it was solved)."""
         rows = [getattr(l, kind).errors for l in self.layers]
-        return {m: sum(r[m] for r in rows) / len(rows) for m in rows[0]} if rows else {}
+        modes = [m for m in ("none", "bias", "liar") if rows and all(m in r for r in rows)]
+        return {m: sum(r[m] for r in rows) / len(rows) for m in modes}
 
     def summary(self) -> str:
         m = self.model
