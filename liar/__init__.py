@@ -7,11 +7,24 @@
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
-from liar.api import prune  # noqa: E402
-from liar.config import PruneConfig  # noqa: E402
-from liar.io.load import load_pruned  # noqa: E402
-from liar.report import PruneReport  # noqa: E402
+# Imported on first use, so `import liar.cli` (the `liar` command) does not pay for torch before parsing.
+_PUBLIC = {"prune": "liar.api", "PruneConfig": "liar.config", "load_pruned": "liar.io.load",
+           "PruneReport": "liar.report"}
 
 __all__ = ["PruneConfig", "PruneReport", "__version__", "load_pruned", "prune"]
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'liar' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
