@@ -9,7 +9,7 @@ STAGES = ("read", "forward", "statistics", "solve", "write")
 
 def _errors(m: ModuleReport) -> str:
     e = m.errors
-    return "/".join(f"{e[k]:.3f}" if k in e else "-" for k in ("none", "bias", "liar"))
+    return "/".join(f"{e[k]:.2g}" if k in e else "-" for k in ("none", "bias", "liar"))
 
 
 def _lam(m: ModuleReport) -> str:
@@ -18,11 +18,16 @@ def _lam(m: ModuleReport) -> str:
     return f"{m.lam:.2g}" + ("*" if m.escalations or m.fallback else "")
 
 
+ROW = "{:>5}  {:>7} {:>3}  {:>11}  {:>20}  {:>20}  {:>7} {:>7}"
+HEADER = ROW.format("layer", "heads", "kv", "neurons", "attn err none/bias/liar", "ffn err none/bias/liar",
+                    "λ attn", "λ ffn")
+
+
 def _layer_row(layer: LayerReport) -> str:
     a, f = layer.attn, layer.mlp
     kv = f"{len(a.kept_kv)}" if a.kept_kv is not None else "-"
-    return (f"{layer.index:>5}  {a.units_after:>3}/{a.units_before:<3} {kv:>4}  {f.units_after:>6}/{f.units_before:<6}"
-            f"  {_errors(a):>17}  {_errors(f):>17}  {_lam(a):>8} {_lam(f):>8}")
+    return ROW.format(layer.index, f"{a.units_after}/{a.units_before}", kv, f"{f.units_after}/{f.units_before}",
+                      _errors(a), _errors(f), _lam(a), _lam(f))
 
 
 def _stage_line(report: PruneReport) -> str | None:
@@ -73,8 +78,7 @@ def render(report: PruneReport) -> str:
     """The summary `liar report DIR` prints."""
     lines = [f"command: {report.command}"] if report.command else []
     lines += _header(report) + _means(report)
-    lines += ["", "layer  heads    kv     neurons    attn err none/bias/liar   ffn err none/bias/liar  "
-                  "λ attn    λ ffn"]
+    lines += ["", HEADER]
     lines += [_layer_row(layer) for layer in report.layers]
     flagged = sum(m.escalations > 0 or m.fallback is not None for l in report.layers for m in (l.attn, l.mlp))
     lines.append(f"  * damping raised or fallback solve: {flagged} of {2 * len(report.layers)} solves"
