@@ -32,7 +32,7 @@ def test_dry_run_plan_equals_the_run(family, options, tmp_path, text_file, capsy
     plan = last_json(printed)
     assert "nothing was calibrated or written" in printed and not (tmp_path / "out").exists()
     assert main([*common, "--out", str(tmp_path / "out")]) == 0
-    capsys.readouterr()
+    assert f"details: liar report {tmp_path / 'out'}" in capsys.readouterr().out  # the summary points onwards
     report = json.loads((tmp_path / "out" / "liar_report.json").read_text())
     assert plan["params_before"] == report["model"]["params_before"]
     assert plan["params_after"] == report["model"]["params_after"]

@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> dict | None:
     if not speaks:
         return None
     print(report.summary())
+    out = shlex.quote(args.out)
+    print(f"  details: liar report {out}   picture: liar report {out} --plot pruned.png")
     m = report.model
     return {"out": report.output["path"], "report": report.output["report"],
             "stock_loadable": report.output["stock_loadable"], "params_before": m["params_before"],
