@@ -22,7 +22,7 @@ COMMANDS = {
     "liar --help": ["--help"],
     "liar prune --help": ["prune", "--help"],
     "liar --version": ["--version"],
-    "liar prune --ratio 2 (argument error)": ["prune", "--out", "x", "--ratio", "two"],
+    "liar prune --ratio two (argument error)": ["prune", "--out", "x", "--ratio", "two"],
 }
 
 

@@ -17,7 +17,6 @@ import importlib
 import json
 import logging
 import sys
-from importlib import metadata
 
 COMMANDS = ("liar.commands.prune", "liar.commands.report")
 EVAL_COMMANDS = ("liar.commands.eval_ppl", "liar.commands.eval_accuracy")
@@ -26,6 +25,8 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointErro
 
 
 def _version() -> str:
+    from importlib import metadata
+
     from liar import __version__
 
     found = []
@@ -35,6 +36,18 @@ def _version() -> str:
         except metadata.PackageNotFoundError:
             found.append(f"{package} missing")
     return f"liar {__version__} ({', '.join(found)}, python {sys.version.split()[0]})"
+
+
+class _VersionAction(argparse.Action):
+    """--version, with the versions looked up only when asked (reading package metadata costs ~0.1 s)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default,
+                         help="print the versions of liar, torch, transformers and python, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
 
 
 def _register(subparsers, modules: tuple[str, ...]) -> None:
@@ -51,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liar", description="Structured pruning of transformer language models "
                                      "with LIAR reconstruction (arXiv 2407.13331).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _register(sub, COMMANDS)
     evaluate = sub.add_parser("eval", help="evaluate a model (perplexity, accuracy, ...)",
