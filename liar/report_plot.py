@@ -21,23 +21,21 @@ def _pyplot():
 
 
 def plot(report: PruneReport, path: str | Path) -> Path:
-    """Write a PNG with two rows: kept fraction of heads / neurons per layer; error per layer and block."""
+    """Write a PNG: the fraction of query heads and FFN neurons kept per layer, then the relative output error of
+    none / bias / liar per layer for the attention and the FFN consumer."""
     plt = _pyplot()
     layers = [l.index for l in report.layers]
-    fig, (kept_ax, attn_ax, ffn_ax) = plt.subplots(3, 1, figsize=(9, 9), sharex=True, constrained_layout=True)
+    fig, (kept_ax, attn_ax, ffn_ax) = plt.subplots(3, 1, figsize=(9, 9), sharex=True, constrained_layout=True,
+                                                   gridspec_kw={"height_ratios": [1, 1.4, 1.4]})
     heads = [l.attn.units_after / l.attn.units_before for l in report.layers]
     neurons = [l.mlp.units_after / l.mlp.units_before for l in report.layers]
     width = 0.4
     kept_ax.bar([i - width / 2 for i in layers], heads, width, label="query heads kept")
     kept_ax.bar([i + width / 2 for i in layers], neurons, width, label="FFN neurons kept")
-    kept_ax.set_ylim(0, 1.05)
+    kept_ax.set_ylim(0, 1.25)
     kept_ax.set_ylabel("fraction kept")
-    first = report.layers[0] if report.layers else None
-    if first is not None:
-        kept_ax.set_title(f"{first.attn.units_after}/{first.attn.units_before} heads and "
-                          f"{first.mlp.units_after}/{first.mlp.units_before} neurons kept in layer {first.index}",
-                          fontsize=9)
-    kept_ax.legend(loc="lower right", fontsize=8)
+    kept_ax.set_title("units kept per layer (the rest is pruned)", fontsize=9)
+    kept_ax.legend(loc="upper center", ncol=2, fontsize=8)
     for ax, kind, name in ((attn_ax, "attn", "attention (o_proj)"), (ffn_ax, "mlp", "FFN (down_proj)")):
         for mode, style in (("none", "s:"), ("bias", "^--"), ("liar", "o-")):
             values = [getattr(l, kind).errors.get(mode) for l in report.layers]
