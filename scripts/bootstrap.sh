@@ -29,9 +29,10 @@ build_hash=$( { find csrc -type f -print0 | sort -z | xargs -0 sha256sum; sha256
                .venv/bin/python -c "from importlib.metadata import version; print('torch', version('torch'))";
                env | grep -E '^(LIAR_SKIP_CPP_BUILD|LIAR_SKIP_CUDA_BUILD|LIAR_CUDA_ARCHS|TORCH_CUDA_ARCH_LIST)=' | sort;
                command -v nvcc || true; pwd; } | sha256sum | cut -d' ' -f1)
-probe="import liar, liar._C"
-[ -n "${LIAR_SKIP_CPP_BUILD:-}" ] && probe="import liar"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$build_hash" ] && .venv/bin/python -I -c "$probe" 2>/dev/null; then
+# -I: this checkout's liar is found through the editable install, not through the current folder.
+probe="from liar._ext import HAS_EXT; raise SystemExit(0 if HAS_EXT else 1)"  # built against this torch
+[ -n "${LIAR_SKIP_CPP_BUILD:-}" ] && probe="import liar.api"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$build_hash" ] && env -u LIAR_DISABLE_EXT .venv/bin/python -I -c "$probe" 2>/dev/null; then
     step "4/5 liar: sources, build switches and torch unchanged, reusing the built liar._C"
 else
     step "4/5 liar: building liar._C against this torch (a few minutes)"
