@@ -16,6 +16,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 
 COMMANDS = ("liar.commands.prune", "liar.commands.report")
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         result = args.run(args)
+    except BrokenPipeError:  # the reader stopped early (`liar report DIR | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as err:
         print(f"liar: error: {err}", file=sys.stderr)
         return 2

@@ -57,8 +57,8 @@ class PruneReport:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        """Indented JSON, except one line per layer with kept indices as ranges ("0-17,19"): a SmolLM2 report
-        shrank from 419 KB / 39,378 lines (one line per index) to the size in NOTES-newcomer.md."""
+        """Indented JSON, except one line per layer with kept indices as ranges ("0-17,19"): SmolLM2-135M at 20%
+        went from 419 KB / 39,378 lines (one line per index) to 79 KB / 138 lines."""
         raw = self.to_dict()
         layers = [_compact_layer(l) for l in raw.pop("layers")]
         body = json.dumps(raw, indent=1, ensure_ascii=False)[:-2]  # without the closing "\n}"
