@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from liar.activations import parse_bytes
+from liar.bytesize import parse_bytes
 
 CRITERIA = ("magnitude", "wanda", "flap", "random")
 RECONSTRUCTIONS = ("liar", "bias", "none")
@@ -25,49 +25,67 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(allowed)}")
 
 
+GROUPS = ("what to prune", "how to reconstruct", "calibration", "resources", "output")
+
+
+def option(default, help: str, group: str, choices: tuple[str, ...] | None = None, *, default_text: str | None = None,
+           flag: str | None = None, metavar: str | None = None):
+    """A PruneConfig field with its command-line description: the one source of `liar prune --help`.
+
+    default_text: how --help names a None default; flag: a boolean's switch (it flips the default);
+    metavar: the value's name in --help (default: the field's name)."""
+    if group not in GROUPS:
+        raise ValueError(f"group={group!r}; choose one of {GROUPS}")
+    meta = {"help": help, "group": group, "choices": choices, "default_text": default_text, "flag": flag,
+            "metavar": metavar}
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class PruneConfig:
-    """Everything that decides what a pruning run does.
+    """Everything that decides what a pruning run does (each field's help text is in its metadata)."""
 
-    ratio: fraction of the attention + FFN block parameters to remove, in (0, 1).
-    criterion: how channels are scored (magnitude, wanda = |W|·‖x‖, flap = var(x)·‖W_col‖², random).
-    reconstruct: liar (least-squares interpolation), bias (FLAP mean compensation) or none (plain slicing).
-    allocation: uniform (the same ratio in every layer) or global (one ranking across layers).
-    gqa: per-group (same number of query heads kept in every KV group) or whole-groups (drop KV groups).
-    intercept: fold the interpolation intercept into a bias; False = the bias-free variant.
-    alpha: damping, λ = alpha · mean(diag C_RR).
-    min_keep: the least fraction of heads (KV groups) and of neurons any layer keeps (at least one unit).
-    calib: a text file (.txt/.jsonl/.csv) for calibration; None = the embedded IMDB reviews.
-    calibration: dense (statistics of the unpruned model) or sequential (inputs of the already-pruned model
-        fitted to the dense model's outputs through the teacher–student cross-Gram).
-    offload: where calibration activations wait between blocks: none (compute device), cpu, disk;
-        max_memory (e.g. "8GiB") spills them to disk when they would exceed it.
-    save_dtype: dtype of the written weights; auto = the input's (the checkpoint's dtype, float32 for a
-        dequantized GGUF, the model's own for a model passed in memory).
-    """
-
-    ratio: float = 0.2
-    criterion: str = "flap"
-    reconstruct: str = "liar"
-    allocation: str = "uniform"
-    gqa: str = "per-group"
-    intercept: bool = True
-    alpha: float = 1e-2
-    solve_dtype: str = "float32"
-    min_keep: float = 0.1
-    calib: str | None = None
-    nsamples: int = 64
-    seqlen: int = 512
-    batch_size: int = 8
-    calibration: str = "dense"
-    offload: str = "none"
-    max_memory: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    backend: str = "auto"
-    save_dtype: str = "auto"
-    overwrite: bool = False
+    ratio: float = option(0.2, "fraction of the attention + FFN block parameters to remove, in (0, 1) "
+                          "(embeddings, norms and the LM head are kept)", "what to prune")
+    criterion: str = option("flap", "how channels are scored: magnitude ‖W_col‖, wanda |W|·‖x‖, "
+                            "flap var(x)·‖W_col‖², random", "what to prune", CRITERIA)
+    reconstruct: str = option("liar", "liar: least-squares interpolation of the pruned channels; bias: FLAP mean "
+                              "compensation; none: plain slicing", "how to reconstruct", RECONSTRUCTIONS)
+    allocation: str = option("uniform", "uniform: the same ratio in every layer; global: one ranking across "
+                             "layers (needs a scoring pass; output loads with liar.load_pruned)", "what to prune",
+                             ALLOCATIONS)
+    gqa: str = option("per-group", "per-group: the same number of query heads kept in every KV group; "
+                      "whole-groups: drop KV groups with their query heads", "what to prune", GQA_MODES)
+    intercept: bool = option(True, "bias-free variant: do not fold the interpolation intercept into a bias",
+                             "how to reconstruct", flag="--no-bias")
+    alpha: float = option(1e-2, "damping of the solve, λ = alpha · mean(diag C_RR)", "how to reconstruct")
+    solve_dtype: str = option("float32", "precision of the least-squares solves", "how to reconstruct",
+                              SOLVE_DTYPES)
+    min_keep: float = option(0.1, "the least fraction of heads (KV groups) and of neurons any layer keeps "
+                             "(at least one unit)", "what to prune")
+    calib: str | None = option(None, "calibration text file (.txt, .jsonl or .csv)", "calibration",
+                               default_text="the embedded IMDB reviews", metavar="FILE")
+    nsamples: int = option(64, "calibration sequences", "calibration")
+    seqlen: int = option(512, "tokens per calibration sequence", "calibration")
+    batch_size: int = option(8, "calibration sequences per forward pass", "calibration")
+    calibration: str = option("dense", "dense: statistics of the unpruned model (one forward pass); sequential: "
+                              "inputs of the already-pruned model fitted to the dense model's outputs",
+                              "calibration", CALIBRATION_MODES)
+    offload: str = option("none", "where calibration activations wait between blocks: none (compute device), "
+                          "cpu memory, or disk", "resources", OFFLOADS)
+    max_memory: str | None = option(None, "spill calibration activations to disk when they would exceed this "
+                                    "size (e.g. 8GiB)", "resources", default_text="no limit",
+                                    metavar="SIZE")
+    seed: int = option(0, "seed of the random criterion and of the calibration sample", "calibration")
+    device: str = option("auto", "compute device (auto: cuda when available, else cpu)", "resources", DEVICES)
+    dtype: str = option("auto", "compute dtype of the model (auto: float32 on CPU, bfloat16 on GPU)", "resources",
+                        DTYPES)
+    backend: str = option("auto", "kernels for statistics and solves (auto: the fastest available)", "resources",
+                          BACKENDS)
+    save_dtype: str = option("auto", "dtype of the written weights (auto: the input's; a dequantized GGUF is "
+                             "float32)", "output", DTYPES)
+    overwrite: bool = option(False, "replace an existing output folder (only a previous liar output, or an "
+                             "empty folder)", "output", flag="--overwrite")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ratio < 1.0:

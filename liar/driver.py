@@ -23,6 +23,7 @@ from liar.config import PruneConfig
 from liar.io.export import block_linear_params, export_note, plan_export
 from liar.forward import CalibBatch, NewStore, capture_inputs, run_block
 from liar.pipeline import global_budgets, prune_blocks, uniform_budgets
+from liar.plan import consumer_bias
 from liar.report import LayerReport, PruneReport, versions
 from liar.structure import LayerShape
 
@@ -56,15 +57,6 @@ class _Blocks:
         report.params = block_linear_params(self.source.arch, layer)
         self.source.close(index)
         self.sink.commit(index, tensors, report, began)
-
-
-def _consumer_bias(source, budgets: list[Budget], config: PruneConfig) -> dict[str, bool]:
-    """Will any pruned consumer of each block carry a bias (see liar.functional.reconstruct)?"""
-    arch = source.arch
-    adds = config.reconstruct == "bias" or (config.reconstruct == "liar" and config.intercept)
-    pairs = list(zip(source.layers, budgets, strict=True))
-    return {"attn": any(arch.attn_consumer(l).bias is not None or (adds and b.attn_units > 0) for l, b in pairs),
-            "mlp": any(arch.ffn_consumer(l).bias is not None or (adds and b.neurons > 0) for l, b in pairs)}
 
 
 def _budgets(source, blocks: _Blocks, shapes, batches, config: PruneConfig, new_store: NewStore) -> list[Budget]:
@@ -158,7 +150,7 @@ def run(source, sink, batches: list[CalibBatch], calibration: dict, config: Prun
     _record_stem(source, sink)
     budgets = _budgets(source, blocks, shapes, batches, config, new_store)
     sizes = [sizes_after(s, b, config.gqa) for s, b in zip(shapes, budgets, strict=True)]
-    sink.plan = plan_export(arch, source.config, sizes, _consumer_bias(source, budgets, config))
+    sink.plan = plan_export(arch, source.config, sizes, consumer_bias(arch, source.layers, budgets, config))
     teacher = new_store()
     metas = capture_inputs(source.model, source.layers[0], batches, source.device, teacher)
     source.release_stem()

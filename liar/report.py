@@ -9,6 +9,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from liar.ranges import from_ranges, to_ranges
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +37,7 @@ class LayerReport:
     attn: ModuleReport
     mlp: ModuleReport
     seconds: float = 0.0
-    stages: dict[str, float] = field(default_factory=dict)  # seconds: read, forward (+ statistics), solve, write
+    stages: dict[str, float] = field(default_factory=dict)  # seconds: read, forward, statistics, solve, write
     params: int = 0  # attention + FFN linear parameters after pruning (biases included)
 
     def to_dict(self) -> dict:
@@ -43,7 +45,7 @@ class LayerReport:
 
     @classmethod
     def from_dict(cls, d: dict) -> LayerReport:
-        return cls(**{**d, "attn": ModuleReport(**d["attn"]), "mlp": ModuleReport(**d["mlp"])})
+        return cls(**{**d, "attn": _module(dict(d["attn"])), "mlp": _module(dict(d["mlp"]))})
 
 
 @dataclass
@@ -63,7 +65,14 @@ class PruneReport:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        """Indented JSON, except one line per layer with kept indices as ranges ("0-17,19"): SmolLM2-135M at 20%
+        went from 419 KB / 39,378 lines (one line per index) to 79 KB / 138 lines."""
+        raw = self.to_dict()
+        layers = [_compact_layer(l) for l in raw.pop("layers")]
+        body = json.dumps(raw, indent=1, ensure_ascii=False)[:-2]  # without the closing "\n}"
+        rows = ",\n".join("  " + json.dumps(l, ensure_ascii=False) for l in layers)
+        text = f'{body},\n "layers": [\n{rows}\n ]\n}}\n' if layers else f'{body},\n "layers": []\n}}\n'
+        Path(path).write_text(text, encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> PruneReport:
@@ -121,6 +130,23 @@ class PruneReport:
                          f"{self.output.get('report')}")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _compact_layer(layer: dict) -> dict:
+    for kind in ("attn", "mlp"):
+        m = layer[kind]
+        m["kept"] = to_ranges(m["kept"])
+        if m["kept_kv"] is not None:
+            m["kept_kv"] = to_ranges(m["kept_kv"])
+    return layer
+
+
+def _module(raw: dict) -> ModuleReport:
+    """A ModuleReport from either layout: index ranges ("0-17,19") or plain lists (older reports)."""
+    for key in ("kept", "kept_kv"):
+        if isinstance(raw.get(key), str):
+            raw[key] = from_ranges(raw[key])
+    return ModuleReport(**raw)
 
 
 def versions() -> dict[str, str]:

@@ -16,7 +16,18 @@ import torch
 from liar.io.shards import ShardReader
 from tests.conftest import char_tokenizer, tiny_model
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+@pytest.fixture
+def env(tmp_path):
+    """The launched processes' environment, with a per-test TMPDIR: torchrun's agent creates a torchelastic_*
+    folder per run and never removes it; here it lands in tmp_path (which pytest cleans up), not in /tmp."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
+
+
+def assert_temp_folders_stayed_in(env: dict) -> None:
+    assert list(Path(env["TMPDIR"]).glob("torchelastic_*")), "torchrun wrote its folders somewhere else"
 
 
 def _args(source: Path, out: Path, text: Path, *extra: str) -> list[str]:
@@ -37,11 +48,11 @@ def source(tmp_path):
 
 
 @pytest.mark.parametrize("calibration", ["dense", "sequential"])
-def test_two_ranks_equal_one(calibration, source, text_file, tmp_path):
+def test_two_ranks_equal_one(calibration, source, text_file, tmp_path, env):
     extra = ("--calibration", calibration, "--allocation", "global")
-    subprocess.run([sys.executable, *_args(source, tmp_path / "one", text_file, *extra)], check=True, env=ENV,
+    subprocess.run([sys.executable, *_args(source, tmp_path / "one", text_file, *extra)], check=True, env=env,
                    capture_output=True)
-    two = subprocess.run(torchrun(*_args(source, tmp_path / "two", text_file, *extra, "--json")), env=ENV,
+    two = subprocess.run(torchrun(*_args(source, tmp_path / "two", text_file, *extra, "--json")), env=env,
                          capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-3000:]
     assert len([l for l in two.stdout.splitlines() if l.startswith("{")]) == 1  # rank 0 alone speaks
@@ -51,6 +62,7 @@ def test_two_ranks_equal_one(calibration, source, text_file, tmp_path):
     for a, b in zip(one_report["layers"], two_report["layers"]):
         assert a["attn"]["kept"] == b["attn"]["kept"] and a["mlp"]["kept"] == b["mlp"]["kept"]
         assert a["mlp"]["tokens"] == b["mlp"]["tokens"] == 8 * 64
+    assert_temp_folders_stayed_in(env)
     x, y = ShardReader(tmp_path / "one"), ShardReader(tmp_path / "two")
     assert sorted(x.keys()) == sorted(y.keys())
     for name in x.keys():
@@ -73,17 +85,17 @@ def _workers(parent: int) -> list[int]:
     return kids
 
 
-def test_a_killed_rank_stops_every_rank_and_the_run_resumes(tmp_path, text_file):
+def test_a_killed_rank_stops_every_rank_and_the_run_resumes(tmp_path, text_file, env):
     src = tmp_path / "src"
     tiny_model(hidden_size=192, intermediate_size=768, num_hidden_layers=8, num_attention_heads=6,
                num_key_value_heads=2, head_dim=32).save_pretrained(src)
     char_tokenizer().save_pretrained(src)
     extra = ("--nsamples", "32", "--seqlen", "96", "--batch-size", "4")
-    whole = subprocess.run(torchrun(*_args(src, tmp_path / "whole", text_file), *extra), env=ENV,
+    whole = subprocess.run(torchrun(*_args(src, tmp_path / "whole", text_file), *extra), env=env,
                            capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr[-3000:]
     out, partial = tmp_path / "resumed", tmp_path / ".resumed.partial"
-    launcher = subprocess.Popen(torchrun(*_args(src, out, text_file), *extra), env=ENV, stdout=subprocess.DEVNULL,
+    launcher = subprocess.Popen(torchrun(*_args(src, out, text_file), *extra), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
     while len(list(partial.glob("model-*.safetensors"))) < 2 and launcher.poll() is None and time.time() < deadline:
@@ -96,8 +108,9 @@ def test_a_killed_rank_stops_every_rank_and_the_run_resumes(tmp_path, text_file)
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
     finished = len(list(partial.glob("model-*.safetensors")))
     assert 2 <= finished < 8 and not out.exists()
-    again = subprocess.run(torchrun(*_args(src, out, text_file), *extra), env=ENV, capture_output=True, text=True)
+    again = subprocess.run(torchrun(*_args(src, out, text_file), *extra), env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert_temp_folders_stayed_in(env)
     for name in sorted(p.name for p in (tmp_path / "whole").iterdir() if p.name != "liar_report.json"):
         assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
 

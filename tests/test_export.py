@@ -34,7 +34,7 @@ def test_uniform_llama_reloads_with_stock_transformers(tmp_path):
     torch.testing.assert_close(logits(stock), logits(model), rtol=0, atol=1e-6)
     assert transformers.AutoTokenizer.from_pretrained(out)("ab")["input_ids"] == [12, 13]
     saved = json.loads((out / "liar_report.json").read_text())
-    assert saved["layers"][0]["attn"]["kept"] == report.layers[0].attn.kept
+    assert liar.PruneReport.load(out / "liar_report.json").layers[0].attn.kept == report.layers[0].attn.kept
     assert saved["backends"]["gram_update"] and saved["versions"]["torch"]
 
 
