@@ -9,7 +9,7 @@ from liar import criteria
 from liar.allocation import Budget
 from liar.config import PruneConfig
 from liar.functional import reconstruct, reconstruct_sequential
-from liar.models.base import Architecture, set_linear, slice_rows
+from liar.models.base import Architecture, set_linear
 from liar.report import LayerReport, ModuleReport
 from liar.stats import CrossStats, GramStats
 from liar.structure import LayerShape, heads_to_channels, select_heads, select_neurons
@@ -58,10 +58,9 @@ def prune_attention(
     )
     kept_channels = plan.channels(shape.head_dim)
     _reconstruct_consumer(layer, arch.o, stats, kept_channels, config, report)
-    slice_rows(layer, arch.q, kept_channels)
     kv_rows = heads_to_channels(plan.kept_kv, shape.head_dim)
-    slice_rows(layer, arch.k, kv_rows)
-    slice_rows(layer, arch.v, kv_rows)
+    arch.slice_producers(layer, "attn", {"q": kept_channels, "k": kv_rows, "v": kv_rows}, shape.sizes,
+                         shape.head_dim)
     arch.refresh_layer(layer, shape.head_dim)
     return report
 
@@ -77,8 +76,7 @@ def prune_ffn(
         reconstruct=config.reconstruct,
     )
     _reconstruct_consumer(layer, arch.ffn_out, stats, kept, config, report)
-    for path in arch.ffn_in:
-        slice_rows(layer, path, kept)
+    arch.slice_producers(layer, "mlp", {"ffn": kept}, shape.sizes, shape.head_dim)
     arch.refresh_layer(layer, shape.head_dim)
     return report
 

@@ -42,13 +42,14 @@ class LayerShape:
     @classmethod
     def of(cls, arch: Architecture, layer: nn.Module, head_dim: int) -> LayerShape:
         p, o = arch.attn_producers(layer), arch.attn_consumer(layer)
-        ffn_in, ffn_out = arch.ffn_producers(layer), arch.ffn_consumer(layer)
+        ffn_rows = [layer.get_submodule(path) for path, _ in arch.producer_parts("mlp")]  # a fused linear per part
+        ffn_out = arch.ffn_consumer(layer)
         return cls(
             sizes=arch.layer_sizes(layer, head_dim),
             head_dim=head_dim,
             head_cost=head_dim * (_row_cost(p["q"]) + o.out_features),
             kv_cost=head_dim * (_row_cost(p["k"]) + _row_cost(p["v"])),
-            neuron_cost=sum(_row_cost(lin) for lin in ffn_in.values()) + ffn_out.out_features,
+            neuron_cost=sum(_row_cost(lin) for lin in ffn_rows) + ffn_out.out_features,
             attn_params=sum(_params(lin) for lin in arch.linears(layer, "attn").values()),
             ffn_params=sum(_params(lin) for lin in arch.linears(layer, "mlp").values()),
         )

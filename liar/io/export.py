@@ -66,7 +66,10 @@ def plan_export(arch: Architecture, config, sizes: list[LayerSizes], consumer_bi
 
 def add_flagged_biases(arch: Architecture, layer: nn.Module, plan: ExportPlan) -> None:
     """A switched-on config flag gives every linear of its block a bias: zeros where there was none."""
-    for kind in plan.bias_flags:
+    switched = set(plan.bias_flags.values())  # one flag may cover both blocks (OPT's enable_bias)
+    for kind in ("attn", "mlp"):
+        if arch.bias_flag(kind) not in switched:
+            continue
         for path in arch.linears(layer, kind):
             ensure_bias(layer, path)
 

@@ -50,6 +50,9 @@ class Architecture:
     allocation_follows_stock: bool = True  # uniform allocation picks only head counts the stock config can say
     encoder: bool = False  # calibrate on whole sentences padded per batch, not fixed-length token windows
     stock_note: str | None = None  # why an output is not stock-loadable, when the generic reason misleads
+    # Producer row-map: a linear whose output rows stack several logical producers, in order (Phi-3's
+    # qkv_proj = ("q", "k", "v"), gate_up_proj = ("ffn", "ffn")). Roles: "q", "k", "v" (attention), "ffn".
+    fused: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     # ---- navigation -------------------------------------------------------------------------------
     def layer_list(self, model: nn.Module) -> nn.ModuleList:
@@ -72,6 +75,30 @@ class Architecture:
     def ffn_consumer(self, layer: nn.Module) -> nn.Linear:
         return layer.get_submodule(self.ffn_out)
 
+    def producer_parts(self, kind: str) -> list[tuple[str, str]]:
+        """(linear path, role) for every row segment of the block's producers, in row order per linear."""
+        fused = dict(self.fused)
+        paths = dict.fromkeys((self.q, self.k, self.v) if kind == "attn" else self.ffn_in)
+        plain = {self.q: "q", self.k: "k", self.v: "v"} if kind == "attn" else {}
+        return [(path, role) for path in paths for role in fused.get(path, (plain.get(path, "ffn"),))]
+
+    @staticmethod
+    def role_rows(role: str, sizes: LayerSizes, head_dim: int) -> int:
+        return {"q": sizes.num_heads * head_dim, "k": sizes.num_kv_heads * head_dim,
+                "v": sizes.num_kv_heads * head_dim}.get(role, sizes.ffn)
+
+    def slice_producers(self, layer: nn.Module, kind: str, rows: dict[str, torch.Tensor], sizes: LayerSizes,
+                        head_dim: int) -> None:
+        """Keep rows[role] of every producer role; a fused linear keeps each segment's rows at its offset."""
+        by_path: dict[str, list[torch.Tensor]] = {}
+        offsets: dict[str, int] = {}
+        for path, role in self.producer_parts(kind):
+            start = offsets.get(path, 0)
+            by_path.setdefault(path, []).append(rows[role] + start)
+            offsets[path] = start + self.role_rows(role, sizes, head_dim)
+        for path, pieces in by_path.items():
+            slice_rows(layer, path, torch.cat(pieces))
+
     def linears(self, layer: nn.Module, kind: str) -> dict[str, nn.Linear]:
         """All linears of the attention ('attn') or FFN ('mlp') block, keyed by their path in the layer."""
         paths = (self.q, self.k, self.v, self.o) if kind == "attn" else (*self.ffn_in, self.ffn_out)
@@ -88,11 +115,11 @@ class Architecture:
 
     def layer_sizes(self, layer: nn.Module, head_dim: int) -> LayerSizes:
         """Read the sizes off the module shapes (the truth after pruning)."""
-        return LayerSizes(
-            num_heads=self.attn_consumer(layer).in_features // head_dim,
-            num_kv_heads=layer.get_submodule(self.k).out_features // head_dim,
-            ffn=self.ffn_consumer(layer).in_features,
-        )
+        heads = self.attn_consumer(layer).in_features // head_dim
+        k_parts = [role for path, role in self.producer_parts("attn") if path == self.k]
+        other_rows = sum(heads * head_dim for role in k_parts if role == "q")
+        kv_rows = (layer.get_submodule(self.k).out_features - other_rows) // sum(r != "q" for r in k_parts)
+        return LayerSizes(num_heads=heads, num_kv_heads=kv_rows // head_dim, ffn=self.ffn_consumer(layer).in_features)
 
     def apply_sizes(self, config, sizes: LayerSizes, head_dim: int) -> None:
         """Write uniform sizes into a config (the stock-loadable export)."""
