@@ -92,7 +92,8 @@ def test_pruned_shapes(family):
         sizes = arch.layer_sizes(layer, head_dim)
         assert (sizes.num_heads, sizes.num_kv_heads, sizes.ffn) == (
             len(rep.attn.kept), len(rep.attn.kept_kv), len(rep.mlp.kept))
-        rows = sum(lin.out_features for lin in arch.linears(layer, "attn").values()) - arch.attn_consumer(layer).out_features
+        o = arch.attn_consumer(layer)
+        rows = sum(lin.out_features for lin in arch.linears(layer, "attn").values()) - o.out_features
         assert rows == (sizes.num_heads + 2 * sizes.num_kv_heads) * head_dim
 
 
