@@ -88,7 +88,7 @@ def _prune_in_memory(model, out, config: PruneConfig, tokenizer, calibration, co
     loaded = time.perf_counter()
     params_before, blocks_before = count_params(model), block_params(arch, model)
     tokens = sum(b.input_ids.numel() for b in batches)
-    need = activation_bytes(tokens, model.config.hidden_size, arch.ffn_consumer(arch.layer_list(model)[0]).in_features,
+    need = activation_bytes(tokens, model.config.hidden_size, arch.ffn_width(arch.layer_list(model)[0]),
                             next(model.parameters()).dtype, config.calibration == "sequential")
     new_store = store_factory(config.offload, config.max_memory, need, device)
     layers = prune_model(model, arch, batches, config, device, new_store)

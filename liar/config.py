@@ -41,6 +41,8 @@ class PruneConfig:
         fitted to the dense model's outputs through the teacher–student cross-Gram).
     offload: where calibration activations wait between blocks: none (compute device), cpu, disk;
         max_memory (e.g. "8GiB") spills them to disk when they would exceed it.
+    expert_ratio: mixture of experts only: the fraction of each layer's experts removed whole (lowest routed
+        frequency × output energy first), on top of `ratio`'s heads and per-expert neurons.
     """
 
     ratio: float = 0.2
@@ -64,6 +66,7 @@ class PruneConfig:
     dtype: str = "auto"
     backend: str = "auto"
     overwrite: bool = False
+    expert_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ratio < 1.0:
@@ -87,6 +90,8 @@ class PruneConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
         if self.max_memory is not None:
             parse_bytes(self.max_memory)
+        if not 0.0 <= self.expert_ratio < 1.0:
+            raise ValueError(f"expert_ratio={self.expert_ratio} must be in [0, 1): the fraction of experts removed")
         if self.reconstruct == "bias" and not self.intercept:
             raise ValueError("reconstruct='bias' adds a bias by definition; drop --no-bias or use reconstruct='liar'")
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from liar import allocation, criteria, distributed
+from liar import allocation, criteria, distributed, moe
 from liar.activations import TensorStore
 from liar.allocation import Budget
 from liar.config import PruneConfig
@@ -110,8 +110,11 @@ def accumulate(consumers: dict[nn.Module, GramStats], state: dict) -> Iterator[N
     """Feed each consumer's input into its statistics; state['mask'] holds the current token mask."""
 
     def make_hook(stats: GramStats):
-        def hook(_module, args):
-            stats.update(args[0], state.get("mask"))
+        def hook(module, args):
+            if isinstance(stats, GramStats):
+                stats.update(args[0], state.get("mask"))
+            else:  # a mixture of experts: liar.moe.ExpertStats reads the routing too
+                stats.update_routed(module, args, state.get("mask"))
 
         return hook
 
@@ -146,12 +149,15 @@ def generator(config: PruneConfig, layer: int, kind: str) -> torch.Generator:
 
 def new_stats(arch: Architecture, layer: nn.Module, backend: str, cls=GramStats) -> dict:
     device = arch.attn_consumer(layer).weight.device
-    return {"attn": cls.zeros(arch.attn_consumer(layer).in_features, device, backend),
-            "mlp": cls.zeros(arch.ffn_consumer(layer).in_features, device, backend)}
+    attn = cls.zeros(arch.attn_consumer(layer).in_features, device, backend)
+    if arch.moe is not None:
+        return {"attn": attn, "mlp": moe.new_stats(arch.moe, layer, backend, sequential=cls is not GramStats)}
+    return {"attn": attn, "mlp": cls.zeros(arch.ffn_consumer(layer).in_features, device, backend)}
 
 
 def consumer_map(arch: Architecture, layer: nn.Module, stats: dict) -> dict:
-    return {arch.attn_consumer(layer): stats["attn"], arch.ffn_consumer(layer): stats["mlp"]}
+    ffn = layer.get_submodule(arch.moe.experts) if arch.moe is not None else arch.ffn_consumer(layer)
+    return {arch.attn_consumer(layer): stats["attn"], ffn: stats["mlp"]}
 
 
 def dense_step(arch: Architecture, layer: nn.Module, shape: LayerShape, budget: Budget, metas: list[BatchMeta],
@@ -189,6 +195,9 @@ def _score_block(arch: Architecture, layer: nn.Module, shape: LayerShape, metas:
 def global_budgets(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], metas: list[BatchMeta],
                    hidden: TensorStore, config: PruneConfig, new_store: NewStore) -> list[Budget]:
     """A scoring pass over the dense model, then one global ranking (see liar.allocation)."""
+    if arch.moe is not None:
+        raise ValueError(f"{arch.name}: global allocation is not implemented for mixture-of-experts models; "
+                         "use allocation='uniform'")
     attn_scores, ffn_scores = [], []
     for i in tqdm(range(len(blocks)), desc="scoring", unit="layer", disable=not distributed.is_main()):
         with distributed.step():
@@ -205,7 +214,8 @@ def global_budgets(arch: Architecture, blocks: Blocks, shapes: list[LayerShape],
 
 def uniform_budgets(arch: Architecture, model_config, shapes: list[LayerShape], config: PruneConfig) -> list[Budget]:
     heads_ok = lambda heads: arch.heads_ok(model_config, heads)  # noqa: E731
-    return [allocation.uniform(s, config.ratio, config.gqa, config.min_keep, heads_ok) for s in shapes]
+    budgets = [allocation.uniform(s, config.ratio, config.gqa, config.min_keep, heads_ok) for s in shapes]
+    return moe.with_expert_removal(arch, shapes, budgets, config)
 
 
 def prune_blocks(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], budgets: list[Budget],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liar import criteria
+from liar import criteria, moe
 from liar.allocation import Budget
 from liar.config import PruneConfig
 from liar.functional import reconstruct, reconstruct_sequential
@@ -88,5 +88,8 @@ def prune_layer(
     """Prune attention, then the FFN. Consumes `stats`: the attention statistics are dropped before the FFN
     solve, so its workspace does not sit next to the attention Gram (16 MiB at hidden 2048)."""
     attn = prune_attention(arch, layer, shape, stats.pop("attn"), budget.attn_units, config, gens["attn"])
-    mlp = prune_ffn(arch, layer, shape, stats.pop("mlp"), budget.neurons, config, gens["mlp"])
+    if arch.moe is not None:
+        mlp = moe.prune_moe(arch, layer, stats.pop("mlp"), budget, config, gens["mlp"])
+    else:
+        mlp = prune_ffn(arch, layer, shape, stats.pop("mlp"), budget.neurons, config, gens["mlp"])
     return LayerReport(index=index, attn=attn, mlp=mlp)

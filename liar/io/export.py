@@ -89,8 +89,7 @@ def finalize_config(arch: Architecture, model: nn.Module) -> bool:
     """Make an in-memory pruned model and its config agree on the export; True when stock-loadable."""
     head_dim = arch.head_dim(model.config)
     layers = arch.layer_list(model)
-    consumer_bias = {"attn": any(arch.attn_consumer(l).bias is not None for l in layers),
-                     "mlp": any(arch.ffn_consumer(l).bias is not None for l in layers)}
+    consumer_bias = {kind: any(arch.consumer_has_bias(l, kind) for l in layers) for kind in ("attn", "mlp")}
     plan = plan_export(arch, model.config, [arch.layer_sizes(l, head_dim) for l in layers], consumer_bias)
     for layer in layers:
         add_flagged_biases(arch, layer, plan)
@@ -152,8 +151,6 @@ def count_params(model: nn.Module) -> int:
 
 
 def block_params(arch: Architecture, model: nn.Module) -> int:
-    return sum(lin.weight.numel() + (0 if lin.bias is None else lin.bias.numel())
-               for layer in arch.layer_list(model) for kind in ("attn", "mlp")
-               for lin in arch.linears(layer, kind).values())
+    return sum(arch.block_params(layer, kind) for layer in arch.layer_list(model) for kind in ("attn", "mlp"))
 
 

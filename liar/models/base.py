@@ -17,15 +17,29 @@ from torch import nn
 
 @dataclass(frozen=True)
 class LayerSizes:
-    """The widths of one layer: query heads, KV heads, FFN neurons (head_dim is fixed per model)."""
+    """The widths of one layer: query heads, KV heads, FFN neurons (per expert in a mixture of experts; head_dim
+    is fixed per model) and the number of experts (None: a dense FFN)."""
 
     num_heads: int
     num_kv_heads: int
     ffn: int
+    experts: int | None = None
 
     def to_dict(self) -> dict[str, int]:
-        return {"num_attention_heads": self.num_heads, "num_key_value_heads": self.num_kv_heads,
-                "intermediate_size": self.ffn}
+        sizes = {"num_attention_heads": self.num_heads, "num_key_value_heads": self.num_kv_heads,
+                 "intermediate_size": self.ffn}
+        return sizes if self.experts is None else {**sizes, "num_experts": self.experts}
+
+
+@dataclass(frozen=True)
+class MoeSpec:
+    """A mixture-of-experts FFN whose experts are fused 3-D parameters (transformers 5: `gate_up_proj`
+    [E, 2F, H] with every gate row then every up row per expert, `down_proj` [E, H, F]) behind a top-k
+    router whose `weight` [E, H] holds one row per expert."""
+
+    experts: str  # path of the experts module in a layer
+    router: str  # path of the router module
+    experts_field: str  # config field holding the number of experts
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,7 @@ class Architecture:
     # Producer row-map: a linear whose output rows stack several logical producers, in order (Phi-3's
     # qkv_proj = ("q", "k", "v"), gate_up_proj = ("ffn", "ffn")). Roles: "q", "k", "v" (attention), "ffn".
     fused: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    moe: MoeSpec | None = None  # the FFN is a mixture of experts (ffn_in / ffn_out unused)
 
     # ---- navigation -------------------------------------------------------------------------------
     def layer_list(self, model: nn.Module) -> nn.ModuleList:
@@ -100,9 +115,31 @@ class Architecture:
             slice_rows(layer, path, torch.cat(pieces))
 
     def linears(self, layer: nn.Module, kind: str) -> dict[str, nn.Linear]:
-        """All linears of the attention ('attn') or FFN ('mlp') block, keyed by their path in the layer."""
+        """All linears of the attention ('attn') or FFN ('mlp') block, keyed by their path in the layer
+        (none for a mixture of experts, whose weights are 3-D parameters)."""
+        if kind == "mlp" and self.moe is not None:
+            return {}
         paths = (self.q, self.k, self.v, self.o) if kind == "attn" else (*self.ffn_in, self.ffn_out)
         return {p: layer.get_submodule(p) for p in paths}
+
+    def block_params(self, layer: nn.Module, kind: str) -> int:
+        """Parameters of a block: its linears, or the experts and router of a mixture of experts."""
+        if kind == "mlp" and self.moe is not None:
+            return sum(p.numel() for p in layer.get_submodule(self.moe.experts.rpartition(".")[0]).parameters())
+        return sum(lin.weight.numel() + (0 if lin.bias is None else lin.bias.numel())
+                   for lin in self.linears(layer, kind).values())
+
+    def ffn_width(self, layer: nn.Module) -> int:
+        """FFN neurons of a layer (per expert in a mixture of experts)."""
+        if self.moe is not None:
+            return layer.get_submodule(self.moe.experts).down_proj.shape[-1]
+        return self.ffn_consumer(layer).in_features
+
+    def consumer_has_bias(self, layer: nn.Module, kind: str) -> bool:
+        if kind == "mlp" and self.moe is not None:
+            return False
+        consumer = self.attn_consumer(layer) if kind == "attn" else self.ffn_consumer(layer)
+        return consumer.bias is not None
 
     # ---- sizes ------------------------------------------------------------------------------------
     def head_dim(self, config) -> int:
@@ -111,7 +148,8 @@ class Architecture:
     def config_sizes(self, config) -> LayerSizes:
         heads = getattr(config, self.heads_field)
         kv = getattr(config, self.kv_heads_field, None) if self.kv_heads_field else None
-        return LayerSizes(heads, kv or heads, getattr(config, self.ffn_field))
+        experts = None if self.moe is None else getattr(config, self.moe.experts_field)
+        return LayerSizes(heads, kv or heads, getattr(config, self.ffn_field), experts)
 
     def layer_sizes(self, layer: nn.Module, head_dim: int) -> LayerSizes:
         """Read the sizes off the module shapes (the truth after pruning)."""
@@ -119,7 +157,8 @@ class Architecture:
         k_parts = [role for path, role in self.producer_parts("attn") if path == self.k]
         other_rows = sum(heads * head_dim for role in k_parts if role == "q")
         kv_rows = (layer.get_submodule(self.k).out_features - other_rows) // sum(r != "q" for r in k_parts)
-        return LayerSizes(num_heads=heads, num_kv_heads=kv_rows // head_dim, ffn=self.ffn_consumer(layer).in_features)
+        experts = None if self.moe is None else layer.get_submodule(self.moe.experts).down_proj.shape[0]
+        return LayerSizes(num_heads=heads, num_kv_heads=kv_rows // head_dim, ffn=self.ffn_width(layer), experts=experts)
 
     def apply_sizes(self, config, sizes: LayerSizes, head_dim: int) -> None:
         """Write uniform sizes into a config (the stock-loadable export)."""
@@ -127,6 +166,8 @@ class Architecture:
         if self.kv_heads_field:
             setattr(config, self.kv_heads_field, sizes.num_kv_heads)
         setattr(config, self.ffn_field, sizes.ffn)
+        if self.moe is not None:
+            setattr(config, self.moe.experts_field, sizes.experts)
         if hasattr(config, "head_dim") or config.hidden_size != sizes.num_heads * head_dim:
             config.head_dim = head_dim
 

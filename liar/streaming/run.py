@@ -78,9 +78,9 @@ def _consumer_bias(skeleton: Skeleton, budgets: list[Budget], config: PruneConfi
     arch, layers = skeleton.arch, skeleton.layers
     adds = config.reconstruct == "bias" or (config.reconstruct == "liar" and config.intercept)
     return {
-        "attn": any(arch.attn_consumer(l).bias is not None or (adds and b.attn_units > 0)
+        "attn": any(arch.consumer_has_bias(l, "attn") or (adds and b.attn_units > 0)
                     for l, b in zip(layers, budgets, strict=True)),
-        "mlp": any(arch.ffn_consumer(l).bias is not None or (adds and b.neurons > 0)
+        "mlp": any(arch.consumer_has_bias(l, "mlp") or (adds and b.neurons > 0 and arch.moe is None)
                    for l, b in zip(layers, budgets, strict=True)),
     }
 

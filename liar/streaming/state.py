@@ -82,7 +82,7 @@ class PartialRun:
         return None if raw is None else [Budget(*b) for b in raw]
 
     def set_budgets(self, budgets: list[Budget]) -> None:
-        self.state["budgets"] = [[b.attn_units, b.neurons] for b in budgets]
+        self.state["budgets"] = [[b.attn_units, b.neurons, b.experts] for b in budgets]
         self._save()
 
     def reports(self) -> list[LayerReport]:
