@@ -40,6 +40,8 @@ class MoeSpec:
     experts: str  # path of the experts module in a layer
     router: str  # path of the router module
     experts_field: str  # config field holding the number of experts
+    saved_block: str  # the MoE block's name in a saved checkpoint ("block_sparse_moe" for Mixtral)
+    saved_linears: tuple[str, str, str]  # per-expert gate, up, down linear names in a saved checkpoint
 
 
 @dataclass(frozen=True)

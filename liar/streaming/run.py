@@ -20,6 +20,7 @@ from liar import distributed, ops
 from liar.activations import activation_bytes, store_factory
 from liar.allocation import Budget, sizes_after
 from liar.config import PruneConfig
+from liar.io import experts
 from liar.io.export import REPORT_NAME, ExportPlan, add_flagged_biases, apply_plan, export_note, plan_export
 from liar.io.load import mark_per_layer_format
 from liar.io.shards import INDEX_NAME, SINGLE_NAME, shard_keys, write_index, write_shard
@@ -52,7 +53,10 @@ class StreamBlocks:
         if report is not None:
             add_flagged_biases(self.skeleton.arch, layer, self.plan)
             prefix = f"{self.skeleton.prefix}{index}."
-            tensors = {prefix + k: v.to(self.save_dtype) for k, v in layer.state_dict().items()}
+            state = layer.state_dict()
+            if self.skeleton.arch.moe is not None:  # checkpoints store one linear per expert
+                state = experts.to_saved(self.skeleton.arch.moe, state)
+            tensors = {prefix + k: v.to(self.save_dtype) for k, v in state.items()}
             self.run.save_block(index, tensors, report)
         self.skeleton.free_layer(index)
 
