@@ -104,7 +104,8 @@ def _solve_expert(W: torch.Tensor, stats: GramStats, keep: int, config: PruneCon
     F = W.shape[1]
     if stats.n < keep:
         kept = W.norm(dim=0).topk(keep).indices.sort().values
-        return ExpertPlan(kept, W[:, kept], {"tokens": stats.n, "kept": kept.tolist(), "errors": {},
+        errors = {} if stats.n == 0 else dict.fromkeys(("none", "liar"), _slicing_error(W, stats, kept))
+        return ExpertPlan(kept, W[:, kept], {"tokens": stats.n, "kept": kept.tolist(), "errors": errors,
                                              "fallback": f"none: {stats.n} routed tokens < {keep} kept neurons"})
     kept = criteria.channel_scores(config.criterion, W, stats, gen).topk(keep).indices.sort().values
     if keep == F:
@@ -116,6 +117,15 @@ def _solve_expert(W: torch.Tensor, stats: GramStats, keep: int, config: PruneCon
     errors = {m: r.errors[m] for m in ("none", "liar")}  # "bias" has no expert form (see the module note)
     info = {"lam": r.info.lam, "fallback": r.info.fallback} if r.info is not None else {"fallback": None}
     return ExpertPlan(kept, r.weight, {"tokens": stats.n, "kept": kept.tolist(), "errors": errors, **info})
+
+
+def _slicing_error(W: torch.Tensor, stats: GramStats, kept: torch.Tensor) -> float:
+    """‖W_S h_S‖² / ‖W h‖² over the (weighted) calibration tokens: the relative error of plain slicing."""
+    pruned = torch.ones(W.shape[1], dtype=torch.bool)
+    pruned[kept] = False
+    G, Wd = stats.gram().double(), W.double()
+    W_S = Wd[:, pruned]
+    return float((W_S @ G[pruned][:, pruned] * W_S).sum() / (Wd @ G * Wd).sum().clamp_min(1e-30))
 
 
 def prune_experts(arch: Architecture, layer: nn.Module, stats: ExpertStats, removed: int, config: PruneConfig,
@@ -136,8 +146,8 @@ def prune_experts(arch: Architecture, layer: nn.Module, stats: ExpertStats, remo
     report.experts = [p.report for p in plans]
     fallbacks = [e for e, p in enumerate(plans) if p.report["fallback"]]
     if fallbacks:
-        log.warning("layer experts %s had fewer routed calibration tokens than kept neurons: sliced, not solved",
-                    fallbacks)
+        log.warning("experts %s had fewer routed calibration tokens than the %d neurons they keep: sliced by weight "
+                    "magnitude, not solved", fallbacks, keep)
     return report
 
 

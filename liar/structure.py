@@ -43,7 +43,7 @@ class LayerShape:
     def of(cls, arch: Architecture, layer: nn.Module, head_dim: int) -> LayerShape:
         p, o = arch.attn_producers(layer), arch.attn_consumer(layer)
         if arch.moe is not None:
-            down = layer.get_submodule(arch.moe.experts).down_proj  # [E, H, F]; a neuron: 2 rows + 1 column each
+            down = arch.experts_of(layer).down_proj  # [E, H, F]; a neuron: 2 rows + 1 column each
             neuron_cost = 3 * down.shape[0] * down.shape[1]
         else:
             ffn_rows = [layer.get_submodule(path) for path, _ in arch.producer_parts("mlp")]  # a fused linear each

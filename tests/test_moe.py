@@ -165,6 +165,9 @@ def test_too_few_calibration_tokens_fall_back_per_expert():
     assert all((e["fallback"] is None) == (e["tokens"] >= keep) for e, keep in experts)
     experts = [e for e, _ in experts]
     assert any(e["fallback"] for e in experts) and any(e["fallback"] is None for e in experts)
+    for e in experts:  # a sliced expert's error is plain slicing's, counted in the block error too
+        assert 0 < e["errors"]["liar"] <= e["errors"]["none"] and (e["fallback"] is None) == (
+            e["errors"]["liar"] < e["errors"]["none"])
     assert torch.isfinite(logits(pruned)).all()
 
 
@@ -233,3 +236,10 @@ def test_dense_models_refuse_expert_ratio():
 
     with pytest.raises(ValueError, match="dense FFN"):
         prune_copy(tiny_model(), expert_ratio=0.25)
+
+
+def test_dense_layers_in_a_moe_model_are_refused_clearly():
+    config_cls, model_cls, sizes = FAMILIES["qwen3_moe"]
+    model = model_cls(config_cls(**{**COMMON, **sizes, "mlp_only_layers": [1]})).eval()
+    with pytest.raises(ValueError, match="mlp_only_layers"):
+        prune_copy(model)

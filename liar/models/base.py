@@ -131,10 +131,18 @@ class Architecture:
         return sum(lin.weight.numel() + (0 if lin.bias is None else lin.bias.numel())
                    for lin in self.linears(layer, kind).values())
 
+    def experts_of(self, layer: nn.Module) -> nn.Module:
+        try:
+            return layer.get_submodule(self.moe.experts)
+        except AttributeError:
+            raise ValueError(f"{self.name}: a layer has a dense FFN where liar expects {self.moe.experts} (e.g. "
+                             "Qwen3-MoE's mlp_only_layers); models mixing dense and expert layers are not "
+                             "supported") from None
+
     def ffn_width(self, layer: nn.Module) -> int:
         """FFN neurons of a layer (per expert in a mixture of experts)."""
         if self.moe is not None:
-            return layer.get_submodule(self.moe.experts).down_proj.shape[-1]
+            return self.experts_of(layer).down_proj.shape[-1]
         return self.ffn_consumer(layer).in_features
 
     def consumer_has_bias(self, layer: nn.Module, kind: str) -> bool:
@@ -159,7 +167,7 @@ class Architecture:
         k_parts = [role for path, role in self.producer_parts("attn") if path == self.k]
         other_rows = sum(heads * head_dim for role in k_parts if role == "q")
         kv_rows = (layer.get_submodule(self.k).out_features - other_rows) // sum(r != "q" for r in k_parts)
-        experts = None if self.moe is None else layer.get_submodule(self.moe.experts).down_proj.shape[0]
+        experts = None if self.moe is None else self.experts_of(layer).down_proj.shape[0]
         return LayerSizes(num_heads=heads, num_kv_heads=kv_rows // head_dim, ffn=self.ffn_width(layer), experts=experts)
 
     def apply_sizes(self, config, sizes: LayerSizes, head_dim: int) -> None:
