@@ -107,7 +107,8 @@ def test_export_reloads(family, intercept, tmp_path):
     stock = FAMILIES[family][4 if intercept else 5]
     assert report.output["stock_loadable"] == stock
     if stock:
-        reloaded = transformers.AutoModelForCausalLM.from_pretrained(out)
+        reloaded, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+        assert not info["missing_keys"] and not info["mismatched_keys"] and not info["unexpected_keys"]
     else:
         reloaded = liar.load_pruned(out)
         assert json.loads((out / "config.json").read_text())["model_type"] == "liar_pruned"
@@ -123,6 +124,27 @@ def test_opt_ffn_only_pruning_is_stock(tmp_path):
     stock = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert stock.model.decoder.layers[0].fc2.in_features < 94
     torch.testing.assert_close(logits(stock), logits(model), rtol=0, atol=1e-6)
+
+
+def test_opt_without_biases_gets_them_all_from_one_flag(tmp_path):
+    """enable_bias covers attention and FFN: switched on for an FFN intercept, every linear gets a bias."""
+    config_cls, model_cls, sizes, *_ = FAMILIES["opt"]
+    torch.manual_seed(0)
+    model = model_cls(config_cls(**{**COMMON, **sizes, "enable_bias": False})).eval()
+    out = tmp_path / "out"
+    report = liar.prune(model, out, liar.PruneConfig(**FAST, ratio=0.05), tokenizer=char_tokenizer(),
+                        calibration=calib_ids())
+    assert report.output["stock_loadable"] and json.loads((out / "config.json").read_text())["enable_bias"]
+    stock, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"]  # transformers would zero-fill a missing bias silently
+    torch.testing.assert_close(logits(stock), logits(model), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sequential_calibration_equals_masked_dense(family):
+    dense = tiny(family)
+    pruned, report = prune_copy(dense, ratio=0.35, calibration="sequential")
+    close(logits(pruned), logits(masked_dense(dense, pruned, report, head_dim=FAMILIES[family][3])))
 
 
 def tensors(folder):

@@ -208,7 +208,8 @@ def test_export_reloads(family, intercept, tmp_path):
     config = json.loads((out / "config.json").read_text())
     if stock:
         assert config["num_local_experts"] == 4  # both configs save the count under this name
-        reloaded = transformers.AutoModelForCausalLM.from_pretrained(out)
+        reloaded, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+        assert not info["missing_keys"] and not info["mismatched_keys"] and not info["unexpected_keys"]
     else:
         assert config["model_type"] == "liar_pruned"
         reloaded = liar.load_pruned(out)
