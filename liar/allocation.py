@@ -90,5 +90,6 @@ def global_(
 def sizes_after(shape: LayerShape, budget: Budget, gqa: str) -> LayerSizes:
     """The widths a layer will have once `budget` is removed."""
     kv = shape.sizes.num_kv_heads - (0 if shape.attn_mode(gqa) == "per-group" else budget.attn_units)
+    experts = None if shape.sizes.experts is None else shape.sizes.experts - budget.experts
     return LayerSizes(num_heads=shape.heads_after(gqa, budget.attn_units), num_kv_heads=kv,
-                      ffn=shape.sizes.ffn - budget.neurons, experts=None if shape.sizes.experts is None else shape.sizes.experts - budget.experts)
+                      ffn=shape.sizes.ffn - budget.neurons, experts=experts)

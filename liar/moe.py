@@ -137,6 +137,8 @@ def prune_experts(arch: Architecture, layer: nn.Module, stats: ExpertStats, remo
     keep = F - removed
     mode = "liar" if config.reconstruct == "liar" else "none"
     plans = [_solve_expert(experts.down_proj[e], s, keep, config, gen, mode) for e, s in enumerate(stats.experts)]
+    for plan in plans:
+        plan.report["reconstruct"] = "none" if plan.report["fallback"] else mode
     gate_up = torch.stack([torch.cat([experts.gate_up_proj[e][p.kept], experts.gate_up_proj[e][F + p.kept]])
                            for e, p in enumerate(plans)])
     down = torch.stack([p.down.to(experts.down_proj.dtype) for p in plans])

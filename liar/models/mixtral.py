@@ -31,7 +31,8 @@ def _refresh(layer: nn.Module, sizes: LayerSizes, head_dim: int) -> None:
 
 _MOE = dict(ffn_in=(), ffn_out="mlp.experts", mlp_bias_flag=None, stock_heads_ok=None, refresh=_refresh)
 MIXTRAL = dataclasses.replace(LLAMA, name="mixtral", model_types=("mixtral",), attn_bias_flag=None,
-                              moe=MoeSpec("mlp.experts", "mlp.gate", "num_local_experts", "block_sparse_moe", ("w1", "w3", "w2")), **_MOE)
+                              moe=MoeSpec("mlp.experts", "mlp.gate", "num_local_experts", "block_sparse_moe",
+                                          ("w1", "w3", "w2")), **_MOE)
 QWEN3_MOE = dataclasses.replace(LLAMA, name="qwen3_moe", model_types=("qwen3_moe",),
                                 ffn_field="moe_intermediate_size",
                                 moe=MoeSpec("mlp.experts", "mlp.gate", "num_experts", "mlp",
