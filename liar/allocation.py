@@ -26,7 +26,8 @@ from liar.structure import LayerShape
 @dataclass(frozen=True)
 class Budget:
     attn_units: int  # attention units removed
-    neurons: int  # FFN neurons removed
+    neurons: int  # FFN neurons removed (from every expert, in a mixture of experts)
+    experts: int = 0  # whole experts removed (mixture of experts, PruneConfig.expert_ratio)
 
     def removed_params(self, shape: LayerShape, gqa: str) -> int:
         return self.attn_units * shape.attn_unit_cost(gqa) + self.neurons * shape.neuron_cost
@@ -89,5 +90,6 @@ def global_(
 def sizes_after(shape: LayerShape, budget: Budget, gqa: str) -> LayerSizes:
     """The widths a layer will have once `budget` is removed."""
     kv = shape.sizes.num_kv_heads - (0 if shape.attn_mode(gqa) == "per-group" else budget.attn_units)
+    experts = None if shape.sizes.experts is None else shape.sizes.experts - budget.experts
     return LayerSizes(num_heads=shape.heads_after(gqa, budget.attn_units), num_kv_heads=kv,
-                      ffn=shape.sizes.ffn - budget.neurons)
+                      ffn=shape.sizes.ffn - budget.neurons, experts=experts)

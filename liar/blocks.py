@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from liar.io import experts
 from liar.io.export import ExportPlan, add_flagged_biases, apply_plan, block_linear_params
 from liar.io.load import LAYER_SIZES_KEY, mark_per_layer_format
 from liar.io.shards import INDEX_NAME, SINGLE_NAME, ShardReader
@@ -198,8 +199,10 @@ class CheckpointSink:
         """The block's tensors as saved (they outlive the layer, which the source frees next)."""
         self.as_saved(source.arch, layer)
         prefix = f"{source.prefix}{index}."
-        return {prefix + k: v.to(self.save_dtype) if v.is_floating_point() else v
-                for k, v in layer.state_dict().items()}
+        state = layer.state_dict()
+        if source.arch.moe is not None:  # checkpoints store one linear per expert
+            state = experts.to_saved(source.arch.moe, state)
+        return {prefix + k: v.to(self.save_dtype) if v.is_floating_point() else v for k, v in state.items()}
 
     def commit(self, index: int, tensors: dict[str, torch.Tensor], report: LayerReport, began: float) -> None:
         self.writer.save_block(index, self.total, tensors, report, began)

@@ -82,6 +82,9 @@ class PruneConfig:
                         DTYPES)
     backend: str = option("auto", "kernels for statistics and solves (auto: the fastest available)", "resources",
                           BACKENDS)
+    expert_ratio: float = option(0.0, "mixture of experts only: the fraction of each layer's experts removed whole "
+                                 "(lowest routed frequency × output energy first), on top of --ratio's heads and "
+                                 "per-expert neurons", "what to prune")
     save_dtype: str = option("auto", "dtype of the written weights (auto: the input's; a dequantized GGUF is "
                              "float32)", "output", DTYPES)
     overwrite: bool = option(False, "replace an existing output folder (only a previous liar output, or an "
@@ -111,6 +114,8 @@ class PruneConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
         if self.max_memory is not None:
             parse_bytes(self.max_memory)
+        if not 0.0 <= self.expert_ratio < 1.0:
+            raise ValueError(f"expert_ratio={self.expert_ratio} must be in [0, 1): the fraction of experts removed")
         if self.reconstruct == "bias" and not self.intercept:
             raise ValueError("reconstruct='bias' adds a bias by definition; drop --no-bias or use reconstruct='liar'")
 

@@ -68,7 +68,7 @@ def _budgets(source, blocks: _Blocks, shapes, batches, config: PruneConfig, new_
         budgets = global_budgets(source.arch, blocks, shapes, metas, hidden, config, new_store)
     else:
         budgets = uniform_budgets(source.arch, source.config, shapes, config)
-    blocks.sink.set_budgets([[b.attn_units, b.neurons] for b in budgets])
+    blocks.sink.set_budgets([[b.attn_units, b.neurons, b.experts] for b in budgets])
     return budgets
 
 

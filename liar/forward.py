@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from liar import distributed
+from liar import distributed, moe
 from liar.activations import TensorStore
 from liar.config import PruneConfig
 from liar.models.base import Architecture
@@ -76,9 +76,12 @@ def accumulate(consumers: dict[nn.Module, GramStats], state: dict) -> Iterator[N
     state['statistics'] collects the seconds spent in the statistics ops."""
 
     def make_hook(stats: GramStats):
-        def hook(_module, args):
+        def hook(module, args):
             began = time.perf_counter()
-            stats.update(args[0], state.get("mask"))
+            if isinstance(stats, GramStats):
+                stats.update(args[0], state.get("mask"))
+            else:  # a mixture of experts: liar.moe.ExpertStats reads the routing too
+                stats.update_routed(module, args, state.get("mask"))
             state["statistics"] = state.get("statistics", 0.0) + time.perf_counter() - began
 
         return hook
@@ -118,12 +121,15 @@ def generator(config: PruneConfig, layer: int, kind: str) -> torch.Generator:
 
 def new_stats(arch: Architecture, layer: nn.Module, backend: str, cls=GramStats) -> dict:
     device = arch.attn_consumer(layer).weight.device
-    return {"attn": cls.zeros(arch.attn_consumer(layer).in_features, device, backend),
-            "mlp": cls.zeros(arch.ffn_consumer(layer).in_features, device, backend)}
+    attn = cls.zeros(arch.attn_consumer(layer).in_features, device, backend)
+    if arch.moe is not None:
+        return {"attn": attn, "mlp": moe.new_stats(arch.moe, layer, backend, sequential=cls is not GramStats)}
+    return {"attn": attn, "mlp": cls.zeros(arch.ffn_consumer(layer).in_features, device, backend)}
 
 
 def consumer_map(arch: Architecture, layer: nn.Module, stats: dict) -> dict:
-    return {arch.attn_consumer(layer): stats["attn"], arch.ffn_consumer(layer): stats["mlp"]}
+    ffn = layer.get_submodule(arch.moe.experts) if arch.moe is not None else arch.ffn_consumer(layer)
+    return {arch.attn_consumer(layer): stats["attn"], ffn: stats["mlp"]}
 
 
 def sum_over_ranks(stats) -> None:

@@ -17,7 +17,7 @@ from typing import Protocol
 from torch import nn
 from tqdm.auto import tqdm
 
-from liar import allocation, criteria, distributed
+from liar import allocation, criteria, distributed, moe
 from liar.activations import TensorStore
 from liar.allocation import Budget
 from liar.config import PruneConfig
@@ -78,6 +78,9 @@ def _score_block(arch: Architecture, layer: nn.Module, shape: LayerShape, metas:
 def global_budgets(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], metas: list[BatchMeta],
                    hidden: TensorStore, config: PruneConfig, new_store: NewStore) -> list[Budget]:
     """A scoring pass over the dense model, then one global ranking (see liar.allocation)."""
+    if arch.moe is not None:
+        raise ValueError(f"{arch.name}: global allocation is not implemented for mixture-of-experts models; "
+                         "use allocation='uniform'")
     attn_scores, ffn_scores = [], []
     for i in tqdm(range(len(blocks)), desc="scoring", unit="layer", disable=not distributed.is_main()):
         with distributed.step():
@@ -94,7 +97,8 @@ def global_budgets(arch: Architecture, blocks: Blocks, shapes: list[LayerShape],
 
 def uniform_budgets(arch: Architecture, model_config, shapes: list[LayerShape], config: PruneConfig) -> list[Budget]:
     heads_ok = lambda heads: arch.heads_ok(model_config, heads)  # noqa: E731
-    return [allocation.uniform(s, config.ratio, config.gqa, config.min_keep, heads_ok) for s in shapes]
+    budgets = [allocation.uniform(s, config.ratio, config.gqa, config.min_keep, heads_ok) for s in shapes]
+    return moe.with_expert_removal(arch, shapes, budgets, config)
 
 
 def prune_blocks(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], budgets: list[Budget],

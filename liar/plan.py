@@ -66,8 +66,9 @@ def consumer_bias(arch: Architecture, layers: list[nn.Module], budgets: list[Bud
     """Will any consumer of each block kind carry a bias after pruning (see liar.functional.reconstruct)?"""
     adds = adds_bias(config)
     pairs = list(zip(layers, budgets, strict=True))
-    return {"attn": any(arch.attn_consumer(l).bias is not None or (adds and b.attn_units > 0) for l, b in pairs),
-            "mlp": any(arch.ffn_consumer(l).bias is not None or (adds and b.neurons > 0) for l, b in pairs)}
+    return {"attn": any(arch.consumer_has_bias(l, "attn") or (adds and b.attn_units > 0) for l, b in pairs),
+            "mlp": any(arch.consumer_has_bias(l, "mlp") or (adds and b.neurons > 0 and arch.moe is None)
+                       for l, b in pairs)}
 
 
 def _biases_added(arch: Architecture, layer: nn.Module, after: LayerSizes, head_dim: int, budget: Budget,

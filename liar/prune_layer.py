@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liar import criteria
+from liar import criteria, moe
 from liar.allocation import Budget
 from liar.config import PruneConfig
 from liar.functional import reconstruct, reconstruct_sequential
-from liar.models.base import Architecture, set_linear, slice_rows
+from liar.models.base import Architecture, set_linear
 from liar.report import LayerReport, ModuleReport
 from liar.stats import CrossStats, GramStats
 from liar.structure import LayerShape, heads_to_channels, select_heads, select_neurons
@@ -58,10 +58,9 @@ def prune_attention(
     )
     kept_channels = plan.channels(shape.head_dim)
     _reconstruct_consumer(layer, arch.o, stats, kept_channels, config, report)
-    slice_rows(layer, arch.q, kept_channels)
     kv_rows = heads_to_channels(plan.kept_kv, shape.head_dim)
-    slice_rows(layer, arch.k, kv_rows)
-    slice_rows(layer, arch.v, kv_rows)
+    arch.slice_producers(layer, "attn", {"q": kept_channels, "k": kv_rows, "v": kv_rows}, shape.sizes,
+                         shape.head_dim)
     arch.refresh_layer(layer, shape.head_dim)
     return report
 
@@ -77,8 +76,7 @@ def prune_ffn(
         reconstruct=config.reconstruct,
     )
     _reconstruct_consumer(layer, arch.ffn_out, stats, kept, config, report)
-    for path in arch.ffn_in:
-        slice_rows(layer, path, kept)
+    arch.slice_producers(layer, "mlp", {"ffn": kept}, shape.sizes, shape.head_dim)
     arch.refresh_layer(layer, shape.head_dim)
     return report
 
@@ -90,5 +88,8 @@ def prune_layer(
     """Prune attention, then the FFN. Consumes `stats`: the attention statistics are dropped before the FFN
     solve, so its workspace does not sit next to the attention Gram (16 MiB at hidden 2048)."""
     attn = prune_attention(arch, layer, shape, stats.pop("attn"), budget.attn_units, config, gens["attn"])
-    mlp = prune_ffn(arch, layer, shape, stats.pop("mlp"), budget.neurons, config, gens["mlp"])
+    if arch.moe is not None:
+        mlp = moe.prune_moe(arch, layer, stats.pop("mlp"), budget, config, gens["mlp"])
+    else:
+        mlp = prune_ffn(arch, layer, shape, stats.pop("mlp"), budget.neurons, config, gens["mlp"])
     return LayerReport(index=index, attn=attn, mlp=mlp)

@@ -29,6 +29,9 @@ class ModuleReport:
     fallback: str | None = None
     errors: dict[str, float] = field(default_factory=dict)  # relative output error on calibration data
     tokens: int = 0
+    # Mixture of experts only: per expert {tokens, kept, errors, fallback, lam}, and the experts kept.
+    experts: list[dict] | None = None
+    kept_experts: list[int] | None = None
 
 
 @dataclass

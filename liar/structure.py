@@ -42,15 +42,20 @@ class LayerShape:
     @classmethod
     def of(cls, arch: Architecture, layer: nn.Module, head_dim: int) -> LayerShape:
         p, o = arch.attn_producers(layer), arch.attn_consumer(layer)
-        ffn_in, ffn_out = arch.ffn_producers(layer), arch.ffn_consumer(layer)
+        if arch.moe is not None:
+            down = arch.experts_of(layer).down_proj  # [E, H, F]; a neuron: 2 rows + 1 column each
+            neuron_cost = 3 * down.shape[0] * down.shape[1]
+        else:
+            ffn_rows = [layer.get_submodule(path) for path, _ in arch.producer_parts("mlp")]  # a fused linear each
+            neuron_cost = sum(_row_cost(lin) for lin in ffn_rows) + arch.ffn_consumer(layer).out_features
         return cls(
             sizes=arch.layer_sizes(layer, head_dim),
             head_dim=head_dim,
             head_cost=head_dim * (_row_cost(p["q"]) + o.out_features),
             kv_cost=head_dim * (_row_cost(p["k"]) + _row_cost(p["v"])),
-            neuron_cost=sum(_row_cost(lin) for lin in ffn_in.values()) + ffn_out.out_features,
-            attn_params=sum(_params(lin) for lin in arch.linears(layer, "attn").values()),
-            ffn_params=sum(_params(lin) for lin in arch.linears(layer, "mlp").values()),
+            neuron_cost=neuron_cost,
+            attn_params=arch.block_params(layer, "attn"),
+            ffn_params=arch.block_params(layer, "mlp"),
         )
 
     @property

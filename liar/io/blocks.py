@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from liar.io import experts
 from liar.io.shards import ShardReader
 from liar.models.base import Architecture, set_linear
 
@@ -36,6 +37,12 @@ def load_block(
         return t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype,
                     copy=not on_meta)
 
+    def fetch_param(name: str) -> torch.Tensor:
+        if arch.moe is None or not experts.is_fused(arch.moe, name):
+            return fetch(name)
+        # Checkpoints store one linear per expert (see liar.io.experts): fused here, per tensor as stored.
+        return experts.read_fused(arch.moe, name, fetch, lambda key: f"{prefix}{key}" in reader)
+
     linears = {sub for kind in ("attn", "mlp") for sub in arch.linears(layer, kind)}
     others = {}  # checkpoint name -> the shape the model expects
     for mod_name, module in layer.named_modules():
@@ -51,7 +58,7 @@ def load_block(
             continue
         for pname, param in list(module.named_parameters(recurse=False)):
             name = f"{mod_name}.{pname}" if mod_name else pname
-            module._parameters[pname] = nn.Parameter(fetch(name), requires_grad=param.requires_grad)
+            module._parameters[pname] = nn.Parameter(fetch_param(name), requires_grad=param.requires_grad)
     if torch.device(device).type != "meta" and any(b.is_meta for b in layer.buffers()):
         raise NotImplementedError(f"{type(layer).__name__} keeps buffers liar cannot rebuild from a checkpoint")
     arch.refresh_layer(layer, head_dim)

@@ -44,7 +44,10 @@ def plan_export(arch: Architecture, config, sizes: list[LayerSizes], consumer_bi
 
 def add_flagged_biases(arch: Architecture, layer: nn.Module, plan: ExportPlan) -> None:
     """A switched-on config flag gives every linear of its block a bias: zeros where there was none."""
-    for kind in plan.bias_flags:
+    switched = set(plan.bias_flags.values())  # one flag may cover both blocks (OPT's enable_bias)
+    for kind in ("attn", "mlp"):
+        if arch.bias_flag(kind) not in switched:
+            continue
         for path in arch.linears(layer, kind):
             ensure_bias(layer, path)
 
@@ -67,6 +70,5 @@ def export_note(arch: Architecture) -> str:
 
 
 def block_linear_params(arch: Architecture, layer: nn.Module) -> int:
-    """Attention + FFN linear parameters of one block (what `ratio` counts), biases included."""
-    return sum(lin.weight.numel() + (0 if lin.bias is None else lin.bias.numel())
-               for kind in ("attn", "mlp") for lin in arch.linears(layer, kind).values())
+    """Attention + FFN parameters of one block (what `ratio` counts; experts' fused weights included)."""
+    return sum(arch.block_params(layer, kind) for kind in ("attn", "mlp"))

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from liar.models.base import Architecture, LayerSizes
 from liar.models.bert import BERT
+from liar.models.gemma3 import GEMMA3
 from liar.models.llama import LLAMA, MISTRAL, QWEN2
+from liar.models.mixtral import MIXTRAL, QWEN3_MOE
+from liar.models.opt import OPT
+from liar.models.phi3 import PHI3
+from liar.models.qwen3 import QWEN3
 
 ARCHITECTURES: dict[str, Architecture] = {}
 
@@ -15,7 +20,7 @@ def register(arch: Architecture) -> Architecture:
     return arch
 
 
-for _arch in (LLAMA, MISTRAL, QWEN2, BERT):
+for _arch in (LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA3, PHI3, OPT, MIXTRAL, QWEN3_MOE, BERT):
     register(_arch)
 
 

@@ -17,15 +17,31 @@ from torch import nn
 
 @dataclass(frozen=True)
 class LayerSizes:
-    """The widths of one layer: query heads, KV heads, FFN neurons (head_dim is fixed per model)."""
+    """The widths of one layer: query heads, KV heads, FFN neurons (per expert in a mixture of experts; head_dim
+    is fixed per model) and the number of experts (None: a dense FFN)."""
 
     num_heads: int
     num_kv_heads: int
     ffn: int
+    experts: int | None = None
 
     def to_dict(self) -> dict[str, int]:
-        return {"num_attention_heads": self.num_heads, "num_key_value_heads": self.num_kv_heads,
-                "intermediate_size": self.ffn}
+        sizes = {"num_attention_heads": self.num_heads, "num_key_value_heads": self.num_kv_heads,
+                 "intermediate_size": self.ffn}
+        return sizes if self.experts is None else {**sizes, "num_experts": self.experts}
+
+
+@dataclass(frozen=True)
+class MoeSpec:
+    """A mixture-of-experts FFN whose experts are fused 3-D parameters (transformers 5: `gate_up_proj`
+    [E, 2F, H] with every gate row then every up row per expert, `down_proj` [E, H, F]) behind a top-k
+    router whose `weight` [E, H] holds one row per expert."""
+
+    experts: str  # path of the experts module in a layer
+    router: str  # path of the router module
+    experts_field: str  # config field holding the number of experts
+    saved_block: str  # the MoE block's name in a saved checkpoint ("block_sparse_moe" for Mixtral)
+    saved_linears: tuple[str, str, str]  # per-expert gate, up, down linear names in a saved checkpoint
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,10 @@ class Architecture:
     allocation_follows_stock: bool = True  # uniform allocation picks only head counts the stock config can say
     encoder: bool = False  # calibrate on whole sentences padded per batch, not fixed-length token windows
     stock_note: str | None = None  # why an output is not stock-loadable, when the generic reason misleads
+    # Producer row-map: a linear whose output rows stack several logical producers, in order (Phi-3's
+    # qkv_proj = ("q", "k", "v"), gate_up_proj = ("ffn", "ffn")). Roles: "q", "k", "v" (attention), "ffn".
+    fused: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    moe: MoeSpec | None = None  # the FFN is a mixture of experts (ffn_in / ffn_out unused)
 
     # ---- navigation -------------------------------------------------------------------------------
     def layer_list(self, model: nn.Module) -> nn.ModuleList:
@@ -72,10 +92,64 @@ class Architecture:
     def ffn_consumer(self, layer: nn.Module) -> nn.Linear:
         return layer.get_submodule(self.ffn_out)
 
+    def producer_parts(self, kind: str) -> list[tuple[str, str]]:
+        """(linear path, role) for every row segment of the block's producers, in row order per linear."""
+        fused = dict(self.fused)
+        paths = dict.fromkeys((self.q, self.k, self.v) if kind == "attn" else self.ffn_in)
+        plain = {self.q: "q", self.k: "k", self.v: "v"} if kind == "attn" else {}
+        return [(path, role) for path in paths for role in fused.get(path, (plain.get(path, "ffn"),))]
+
+    @staticmethod
+    def role_rows(role: str, sizes: LayerSizes, head_dim: int) -> int:
+        return {"q": sizes.num_heads * head_dim, "k": sizes.num_kv_heads * head_dim,
+                "v": sizes.num_kv_heads * head_dim}.get(role, sizes.ffn)
+
+    def slice_producers(self, layer: nn.Module, kind: str, rows: dict[str, torch.Tensor], sizes: LayerSizes,
+                        head_dim: int) -> None:
+        """Keep rows[role] of every producer role; a fused linear keeps each segment's rows at its offset."""
+        by_path: dict[str, list[torch.Tensor]] = {}
+        offsets: dict[str, int] = {}
+        for path, role in self.producer_parts(kind):
+            start = offsets.get(path, 0)
+            by_path.setdefault(path, []).append(rows[role] + start)
+            offsets[path] = start + self.role_rows(role, sizes, head_dim)
+        for path, pieces in by_path.items():
+            slice_rows(layer, path, torch.cat(pieces))
+
     def linears(self, layer: nn.Module, kind: str) -> dict[str, nn.Linear]:
-        """All linears of the attention ('attn') or FFN ('mlp') block, keyed by their path in the layer."""
+        """All linears of the attention ('attn') or FFN ('mlp') block, keyed by their path in the layer
+        (none for a mixture of experts, whose weights are 3-D parameters)."""
+        if kind == "mlp" and self.moe is not None:
+            return {}
         paths = (self.q, self.k, self.v, self.o) if kind == "attn" else (*self.ffn_in, self.ffn_out)
         return {p: layer.get_submodule(p) for p in paths}
+
+    def block_params(self, layer: nn.Module, kind: str) -> int:
+        """Parameters of a block: its linears, or the experts and router of a mixture of experts."""
+        if kind == "mlp" and self.moe is not None:
+            return sum(p.numel() for p in layer.get_submodule(self.moe.experts.rpartition(".")[0]).parameters())
+        return sum(lin.weight.numel() + (0 if lin.bias is None else lin.bias.numel())
+                   for lin in self.linears(layer, kind).values())
+
+    def experts_of(self, layer: nn.Module) -> nn.Module:
+        try:
+            return layer.get_submodule(self.moe.experts)
+        except AttributeError:
+            raise ValueError(f"{self.name}: a layer has a dense FFN where liar expects {self.moe.experts} (e.g. "
+                             "Qwen3-MoE's mlp_only_layers); models mixing dense and expert layers are not "
+                             "supported") from None
+
+    def ffn_width(self, layer: nn.Module) -> int:
+        """FFN neurons of a layer (per expert in a mixture of experts)."""
+        if self.moe is not None:
+            return self.experts_of(layer).down_proj.shape[-1]
+        return self.ffn_consumer(layer).in_features
+
+    def consumer_has_bias(self, layer: nn.Module, kind: str) -> bool:
+        if kind == "mlp" and self.moe is not None:
+            return False
+        consumer = self.attn_consumer(layer) if kind == "attn" else self.ffn_consumer(layer)
+        return consumer.bias is not None
 
     # ---- sizes ------------------------------------------------------------------------------------
     def head_dim(self, config) -> int:
@@ -84,15 +158,17 @@ class Architecture:
     def config_sizes(self, config) -> LayerSizes:
         heads = getattr(config, self.heads_field)
         kv = getattr(config, self.kv_heads_field, None) if self.kv_heads_field else None
-        return LayerSizes(heads, kv or heads, getattr(config, self.ffn_field))
+        experts = None if self.moe is None else getattr(config, self.moe.experts_field)
+        return LayerSizes(heads, kv or heads, getattr(config, self.ffn_field), experts)
 
     def layer_sizes(self, layer: nn.Module, head_dim: int) -> LayerSizes:
         """Read the sizes off the module shapes (the truth after pruning)."""
-        return LayerSizes(
-            num_heads=self.attn_consumer(layer).in_features // head_dim,
-            num_kv_heads=layer.get_submodule(self.k).out_features // head_dim,
-            ffn=self.ffn_consumer(layer).in_features,
-        )
+        heads = self.attn_consumer(layer).in_features // head_dim
+        k_parts = [role for path, role in self.producer_parts("attn") if path == self.k]
+        other_rows = sum(heads * head_dim for role in k_parts if role == "q")
+        kv_rows = (layer.get_submodule(self.k).out_features - other_rows) // sum(r != "q" for r in k_parts)
+        experts = None if self.moe is None else self.experts_of(layer).down_proj.shape[0]
+        return LayerSizes(num_heads=heads, num_kv_heads=kv_rows // head_dim, ffn=self.ffn_width(layer), experts=experts)
 
     def apply_sizes(self, config, sizes: LayerSizes, head_dim: int) -> None:
         """Write uniform sizes into a config (the stock-loadable export)."""
@@ -100,6 +176,8 @@ class Architecture:
         if self.kv_heads_field:
             setattr(config, self.kv_heads_field, sizes.num_kv_heads)
         setattr(config, self.ffn_field, sizes.ffn)
+        if self.moe is not None:
+            setattr(config, self.moe.experts_field, sizes.experts)
         if hasattr(config, "head_dim") or config.hidden_size != sizes.num_heads * head_dim:
             config.head_dim = head_dim
 
