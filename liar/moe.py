@@ -114,7 +114,7 @@ def _solve_expert(W: torch.Tensor, stats: GramStats, keep: int, config: PruneCon
     r = reconstruct(stats, W, None, kept, mode=mode, alpha=config.alpha, intercept=False,
                     solve_dtype=torch.float64 if config.solve_dtype == "float64" else torch.float32,
                     backend=config.backend)
-    errors = {m: r.errors[m] for m in ("none", "liar")}  # "bias" has no expert form (see the module note)
+    errors = {m: r.errors[m] for m in ("none", "liar") if m in r.errors}  # "bias" has no expert form (module note)
     info = {"lam": r.info.lam, "fallback": r.info.fallback} if r.info is not None else {"fallback": None}
     return ExpertPlan(kept, r.weight, {"tokens": stats.n, "kept": kept.tolist(), "errors": errors, **info})
 
@@ -157,7 +157,8 @@ def _block_errors(plans: list[ExpertPlan], energy: torch.Tensor) -> dict[str, fl
     """Relative output error of the whole MoE block: expert errors weighted by their output energy."""
     total = max(float(energy.sum()), 1e-30)
     solved = [(p.report["errors"], float(energy[e])) for e, p in enumerate(plans) if p.report["errors"]]
-    return {m: sum(err[m] * en for err, en in solved) / total for m in ("none", "liar")}
+    modes = [m for m in ("none", "liar") if all(m in err for err, _ in solved)]  # liar only where it was solved
+    return {m: sum(err[m] * en for err, en in solved) / total for m in modes}
 
 
 def _set_experts(experts: nn.Module, gate_up: torch.Tensor, down: torch.Tensor) -> None:

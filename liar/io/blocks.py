@@ -44,12 +44,15 @@ def load_block(
         return experts.read_fused(arch.moe, name, fetch, lambda key: f"{prefix}{key}" in reader)
 
     linears = {sub for kind in ("attn", "mlp") for sub in arch.linears(layer, kind)}
-    others = {}  # checkpoint name -> the shape the model expects
+    others = {}  # checkpoint name -> the shape the model expects (experts: stored per linear, checked on read)
     for mod_name, module in layer.named_modules():
         if mod_name not in linears:
             for pname, param in module.named_parameters(recurse=False):
-                others[f"{mod_name}.{pname}" if mod_name else pname] = tuple(param.shape)
-    check_block_tensors(arch, layer, prefix, reader, head_dim, linears, others)
+                name = f"{mod_name}.{pname}" if mod_name else pname
+                if arch.moe is None or not experts.is_fused(arch.moe, name):
+                    others[name] = tuple(param.shape)
+    plain = {sub for sub in linears if arch.moe is None or sub != arch.moe.experts}
+    check_block_tensors(arch, layer, prefix, reader, head_dim, plain, others)
     for sub in sorted(linears):  # a fixed order: the digest of the bytes read depends on it
         bias = fetch(f"{sub}.bias") if f"{prefix}{sub}.bias" in reader else None
         set_linear(layer, sub, fetch(f"{sub}.weight"), bias)
@@ -103,8 +106,10 @@ def check_block_tensors(arch: Architecture, layer: nn.Module, prefix: str, reade
     q, k, v, o = arch.q, arch.k, arch.v, arch.o
     for sub in (q, k, v, *arch.ffn_in):
         _expect(prefix, f"{sub}.weight", w[sub], (w[sub][0], hidden), f"producers read hidden_size={hidden}")
-    for sub in (o, arch.ffn_out):
+    for sub in (o, arch.ffn_out) if arch.moe is None else (o,):
         _expect(prefix, f"{sub}.weight", w[sub], (hidden, w[sub][1]), f"consumers write hidden_size={hidden}")
+    if arch.fused:  # rows of fused producers hold several roles (see Architecture.fused): sizes checked above
+        return
     heads_rows = w[q][0] - w[q][0] % head_dim
     _expect(prefix, f"{q}.weight", w[q], (heads_rows, hidden), f"whole heads of head_dim={head_dim}")
     _expect(prefix, f"{o}.weight", w[o], (hidden, w[q][0]), f"in-features = the rows of {q}.weight")
@@ -114,7 +119,7 @@ def check_block_tensors(arch: Architecture, layer: nn.Module, prefix: str, reade
     if kv_rows and (heads_rows // head_dim) % (kv_rows // head_dim):
         raise ValueError(f"{prefix}{q}.weight holds {heads_rows // head_dim} heads, not a multiple of the "
                          f"{kv_rows // head_dim} KV heads of {prefix}{k}.weight: {FIX}")
-    for sub in arch.ffn_in:
+    for sub in arch.ffn_in if arch.moe is None else ():
         _expect(prefix, f"{sub}.weight", w[sub], (w[arch.ffn_out][1], hidden),
                 f"rows = the in-features of {arch.ffn_out}.weight")
 
