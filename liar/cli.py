@@ -3,6 +3,7 @@
     liar prune [--model PATH] --out DIR [--ratio R] [--criterion ...] ...   (no --model: embedded SmolLM2-135M)
     liar eval ppl --model DIR [--text FILE] [--seqlen L] [--max-tokens T] [--json]
     liar eval accuracy --model DIR [--data FILE] [--max-length L] [--json]   (sequence classifiers)
+    liar eval speed --model DIR [--model DIR ...] [--batch B] [--prompt-len P] [--gen-len T] [--json]
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shlex
 import sys
 
 from liar import config as cfg
-from liar import distributed
+from liar import distributed, speed
 from liar.config import PruneConfig
 
 CHOICES = {
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     acc.add_argument("--device", default="auto", choices=cfg.DEVICES)
     acc.add_argument("--dtype", default="auto", choices=cfg.DTYPES)
     acc.add_argument("--json", action="store_true", help="print a JSON object on the last line")
+    speed.add_parser(esub)
     return parser
 
 
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "prune":
             result = _prune(args, argv)
+        elif args.metric == "speed":
+            result = speed.run(args)
         else:
             result = _eval_ppl(args) if args.metric == "ppl" else _eval_accuracy(args)
         speaks = distributed.is_main()  # read before the process group is torn down

@@ -64,10 +64,11 @@ struct AlignedFree {
 };
 using Buffer = std::unique_ptr<float[], AlignedFree>;
 
-Buffer panel_buffer(int64_t channels) {
-  const int64_t n = (channels + kPanel - 1) / kPanel * kPanel * kChunk;
+Buffer aligned_floats(int64_t n) {
   return Buffer(static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t(64))));
 }
+
+Buffer panel_buffer(int64_t channels) { return aligned_floats((channels + kPanel - 1) / kPanel * kPanel * kChunk); }
 
 // Channels [c0, c1) of tokens rows[t0 .. t0 + k) as fp32 panels at dst (zero past c1); adds their sums.
 template <typename scalar_t>
@@ -145,9 +146,39 @@ JobShape job_shape(const std::vector<std::pair<at::Tensor*, bool>>& outputs) {
   return shape;
 }
 
+#ifdef LIAR_HAS_AMX_KERNEL
+// bf16 inputs on AMX-BF16: the same jobs and job order, each run by gram_amx.cpp with its own packing.
+void run_jobs_amx(const std::vector<GramJob>& jobs, JobShape shape, const std::vector<at::Tensor>& xs,
+                  const std::vector<int64_t>& rows) {
+  const uint16_t* x[2] = {nullptr, nullptr};
+  int64_t ld[2] = {0, 0};
+  for (size_t i = 0; i < xs.size(); ++i) {
+    x[i] = reinterpret_cast<const uint16_t*>(xs[i].data_ptr<at::BFloat16>());
+    ld[i] = xs[i].stride(0);
+  }
+  std::atomic<size_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    Buffer a = aligned_floats(amx_workspace_words(shape.rows)), b = aligned_floats(amx_workspace_words(shape.cols));
+    for (size_t j = next++; j < jobs.size(); j = next++) {
+      const GramJob& g = jobs[j];
+      const AmxJob job{x[g.a_src], x[g.b_src], ld[g.a_src], ld[g.b_src], rows.data(),
+                       static_cast<int64_t>(rows.size()), g.row0, g.row1, g.col0, g.col1, g.c, g.ldc,
+                       g.sums_a, g.sums_b, g.upper};
+      run_job_amx(job, reinterpret_cast<uint32_t*>(a.get()), reinterpret_cast<uint32_t*>(b.get()));
+    }
+  });
+}
+#endif
+
 int64_t accumulate(std::vector<GramJob> jobs, JobShape shape, const std::vector<at::Tensor>& xs,
                    const std::vector<int64_t>& rows) {
   std::stable_sort(jobs.begin(), jobs.end(), [](const GramJob& l, const GramJob& r) { return l.cost() > r.cost(); });
+#ifdef LIAR_HAS_AMX_KERNEL
+  if (xs[0].scalar_type() == at::kBFloat16 && amx_selected()) {
+    run_jobs_amx(jobs, shape, xs, rows);
+    return static_cast<int64_t>(rows.size());
+  }
+#endif
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, xs[0].scalar_type(), "liar_gram_cpu", [&] {
     std::vector<Source<scalar_t>> sources;
     for (const at::Tensor& x : xs) sources.push_back({x.data_ptr<scalar_t>(), x.stride(0), rows.data()});
