@@ -3,6 +3,7 @@ cores' peak.
 
     python -m bench.cpu_kernel                         # D ∈ {576, 1536, 4096}, 16384 tokens, bf16 and fp32
     python -m bench.cpu_kernel --dims 1536 --dtypes bfloat16 --repeats 7 --ops gram_update gram_update_cross
+    python -m bench.cpu_kernel --cpu-time --dims 576 1536   # one thread, its CPU time: rates against one core
 
 Each (op, dtype, D) times the torch reference and liar._C under every supported ISA (`set_cpu_isa`: amx,
 avx512 by default; for fp32 inputs "amx" runs the avx512 kernel, so only the ISAs that differ are timed), one call
@@ -97,15 +98,15 @@ def callables(op: str, dtype: str, isas: list[str]) -> dict:
     return kernels
 
 
-def time_round_robin(kernels: dict, args: tuple, repeats: int) -> dict[str, float]:
+def time_round_robin(kernels: dict, args: tuple, repeats: int, clock=time.perf_counter) -> dict[str, float]:
     """Median seconds per kernel; each repeat calls every kernel once, after one warm-up round."""
     times = {name: [] for name in kernels}
     for rep in range(repeats + 1):
         for name, fn in kernels.items():
-            start = time.perf_counter()
+            start = clock()
             fn(*args)
             if rep > 0:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -118,13 +119,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--isas", nargs="+", default=["amx", "avx512"], choices=list(FLOPS_PER_CYCLE),
                         help="liar._C kernels to time (those this CPU/build lacks are left out)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="one thread, timed by its CPU time (time.thread_time): the core's own rate, "
+                             "robust to other processes taking the core (not to their use of the caches)")
     parser.add_argument("--mhz", type=float, default=None, help="clock for the peak (default: /proc/cpuinfo)")
     args = parser.parse_args(argv)
     if not _ext.HAS_EXT:
         sys.exit(f"liar._C is not loaded ({_ext.EXT_ERROR}): build it with pip install --no-build-isolation -e .")
+    if args.cpu_time:
+        torch.set_num_threads(1)  # at::parallel_for and MKL then run in the calling thread, which thread_time sees
+    clock = time.thread_time if args.cpu_time else time.perf_counter
     default_isa, isas, mhz = _ext.ext.cpu_isa(), supported_isas(args.isas), args.mhz or cpu_mhz()
     threads = torch.get_num_threads()
-    meta = {**metadata("cpu"), "cpu_isas": " ".join(isas), "cpu_mhz": f"{mhz:.0f}", "threads": str(threads)}
+    meta = {**metadata("cpu"), "cpu_isas": " ".join(isas), "cpu_mhz": f"{mhz:.0f}", "threads": str(threads),
+            "clock": "thread CPU time" if args.cpu_time else "wall"}
     print(f"# {meta['device_name']}  {mhz:.0f} MHz  ISAs {isas}  torch {meta['torch']}  liar @ {meta['commit']}")
     rows = []
     try:
@@ -132,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
             for dtype in args.dtypes:
                 for D in args.dims:
                     kernels = callables(op, dtype, isas)
-                    medians = time_round_robin(kernels, inputs(op, D, args.tokens, DTYPES[dtype]), args.repeats)
+                    medians = time_round_robin(kernels, inputs(op, D, args.tokens, DTYPES[dtype]), args.repeats,
+                                               clock)
                     flops = useful_flops(op, D, args.tokens)
                     for name, sec in medians.items():
                         peak = mhz * 1e6 * FLOPS_PER_CYCLE[peak_isa(name, dtype)] * threads / 1e9
