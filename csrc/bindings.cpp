@@ -32,6 +32,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "student Gram + teacher-student cross-Gram + sums on CPU; returns rows", py::arg("G_ss"), py::arg("G_ts"),
         py::arg("s_s"), py::arg("s_t"), py::arg("x_s"), py::arg("x_t"), py::arg("mask") = py::none(),
         py::call_guard<py::gil_scoped_release>());
-  m.def("cpu_isa", &liar::cpu::isa, "the CPU micro-kernel's instruction set: avx512, avx2 or generic");
+  m.def("cpu_isa", &liar::cpu::isa, "the CPU micro-kernel's instruction set: amx (bf16 on AMX tiles, the rest avx512), avx512, avx2 or generic");
   m.def("set_cpu_isa", &liar::cpu::set_isa, "use another supported CPU micro-kernel (tests)", py::arg("name"));
 }

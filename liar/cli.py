@@ -4,6 +4,7 @@
     liar report DIR [--plot FILE.png]
     liar eval ppl --model DIR [--text FILE] [--json]
     liar eval accuracy --model DIR [--data FILE] [--json]   (sequence classifiers)
+    liar eval speed --model DIR [--model DIR ...] [--batch B] [--prompt-len P] [--gen-len T] [--json]
 
 Each sub-command is a module in liar.commands exposing `add_parser(subparsers)` and `run(args) -> dict | None`.
 Only argparse runs before the arguments are checked: a module imports torch inside `run`, so `--help`,
@@ -20,7 +21,7 @@ import os
 import sys
 
 COMMANDS = ("liar.commands.prune", "liar.commands.report")
-EVAL_COMMANDS = ("liar.commands.eval_ppl", "liar.commands.eval_accuracy")
+EVAL_COMMANDS = ("liar.commands.eval_ppl", "liar.commands.eval_accuracy", "liar.commands.eval_speed")
 # Errors a user can fix (bad paths, bad values, a full disk, a diverged solve): one line, exit code 2.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, OSError, RuntimeError)
 

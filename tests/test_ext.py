@@ -30,7 +30,7 @@ def supported_isas() -> list[str]:
     if not _ext.HAS_EXT:
         return []
     current, found = _ext.ext.cpu_isa(), []
-    for name in ("avx512", "avx2", "generic"):
+    for name in ("amx", "avx512", "avx2", "generic"):
         try:
             _ext.ext.set_cpu_isa(name)
             found.append(name)
