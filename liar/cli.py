@@ -15,7 +15,7 @@ import shlex
 import sys
 
 from liar import config as cfg
-from liar import distributed
+from liar import distributed, eval_cli
 from liar.config import PruneConfig
 
 CHOICES = {
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     ppl = esub.add_parser("ppl", help="perplexity on a text file (default: held-out IMDB reviews)")
     ppl.add_argument("--model", default=None, help="model folder (default: embedded SmolLM2-135M)")
     ppl.add_argument("--text", default=None, help=".txt/.jsonl/.csv file (default: embedded held-out reviews)")
-    ppl.add_argument("--seqlen", type=int, default=512)
+    ppl.add_argument("--seqlen", type=eval_cli.seqlen_type, default=512, help=eval_cli.SEQLEN_HELP)
     ppl.add_argument("--max-tokens", type=int, default=16384)
     ppl.add_argument("--batch-size", type=int, default=4)
     ppl.add_argument("--device", default="auto", choices=cfg.DEVICES)
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     acc.add_argument("--device", default="auto", choices=cfg.DEVICES)
     acc.add_argument("--dtype", default="auto", choices=cfg.DTYPES)
     acc.add_argument("--json", action="store_true", help="print a JSON object on the last line")
+    eval_cli.add_parser(esub)
     return parser
 
 
@@ -89,7 +90,7 @@ def _eval_ppl(args: argparse.Namespace) -> dict:
 
     from liar import data
     from liar.devices import resolve_device, resolve_dtype
-    from liar.eval import perplexity
+    from liar.eval import perplexity, resolve_seqlen
     from liar.io.load import load_pruned, load_tokenizer, resolve_source
 
     started = time.perf_counter()
@@ -99,7 +100,7 @@ def _eval_ppl(args: argparse.Namespace) -> dict:
     tokenizer = load_tokenizer(source)
     texts = data.read_texts(args.text) if args.text else data.imdb_texts("heldout")
     ids = data.token_stream(tokenizer, texts, args.max_tokens)
-    result = perplexity(model, ids, seqlen=args.seqlen, batch_size=args.batch_size)
+    result = perplexity(model, ids, seqlen=resolve_seqlen(args.seqlen, model.config), batch_size=args.batch_size)
     result.update(model=str(source), text=args.text or "embedded IMDB reviews (held-out split)",
                   seconds=time.perf_counter() - started)
     print(f"perplexity {result['ppl']:.3f} over {result['tokens']} tokens ({result['seconds']:.1f} s)")
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "prune":
             result = _prune(args, argv)
+        elif args.metric in eval_cli.COMMANDS:
+            result = eval_cli.run(args)
         else:
             result = _eval_ppl(args) if args.metric == "ppl" else _eval_accuracy(args)
         speaks = distributed.is_main()  # read before the process group is torn down

@@ -71,3 +71,18 @@ def accuracy(model, tokenizer, texts: list[str], labels: list[int], batch_size: 
         predicted = model(**enc).logits.argmax(dim=-1).cpu()
         correct += int((predicted == target[idx]).sum())
     return {"accuracy": correct / len(texts), "n": len(texts), "correct": correct}
+
+
+# Perplexity window lengths as the papers use them: LLM-Pruner and FLAP score WikiText2/PTB in windows of 128
+# tokens; SliceGPT in windows of 2048 (capped here by the model's max positions).
+SEQLEN_PRESETS = {"llm-pruner": 128, "flap": 128, "slicegpt": 2048}
+
+
+def resolve_seqlen(seqlen: str | int, config) -> int:
+    """Tokens per window: a preset is capped by the model's max_position_embeddings; an integer above it is an error."""
+    limit = getattr(config, "max_position_embeddings", None) or float("inf")
+    if seqlen in SEQLEN_PRESETS:
+        return int(min(SEQLEN_PRESETS[seqlen], limit))
+    if seqlen > limit:
+        raise ValueError(f"seqlen {seqlen} exceeds the model's max_position_embeddings ({limit}); pass a smaller one")
+    return seqlen
