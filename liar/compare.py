@@ -1,13 +1,16 @@
 """Dense vs pruned, side by side: perplexity + the seven zero-shot tasks, retention (% of dense), a markdown
 table, a CSV and a figure of quality vs ratio.
 
-Each model's numbers are saved to `<out>.json` as soon as they exist, and a rerun with the same settings reuses
-them (a model folder that changed since is evaluated again), so an interrupted comparison resumes.
+Each model's numbers are saved to `<out>.runs/` as soon as they exist, and a run with the same settings reuses
+them (a model folder that changed since is evaluated again): an interrupted comparison resumes, and several
+comparisons sharing one --out (e.g. one per pruned model, run side by side) fill the cache that a final run over
+all models assembles.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -62,41 +65,46 @@ def evaluate_model(path: Path, settings: dict, progress: tqdm) -> dict:
             "params": sum(p.numel() for p in model.parameters()), "stamp": _stamp(path)}
 
 
-def _load_previous(json_path: Path, settings: dict) -> dict:
-    if not json_path.is_file():
-        return {}
-    previous = json.loads(json_path.read_text(encoding="utf-8"))
-    return previous.get("models", {}) if previous.get("settings") == settings else {}
+def _cache_file(out: Path, path: Path) -> Path:
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    return out.with_name(out.name + ".runs") / f"{path.name}-{key}.json"
 
 
-def _save(json_path: Path, payload: dict) -> None:
-    tmp = json_path.with_suffix(".json.tmp")
+def _cached(cache: Path, path: Path, settings: dict) -> dict | None:
+    if not cache.is_file():
+        return None
+    saved = json.loads(cache.read_text(encoding="utf-8"))
+    fresh = saved["settings"] == settings and saved["result"]["stamp"] == _stamp(path)
+    return saved["result"] if fresh else None
+
+
+def _save(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, json_path)
+    os.replace(tmp, path)
 
 
 def run(dense: Path, pruned: list[Path], out: Path, settings: dict) -> dict:
     """Evaluate dense + pruned folders; write <out>.json/.md/.csv/.png; return the summary."""
     started = time.perf_counter()
     zeroshot.check_data()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path = out.with_suffix(".json")
-    done = _load_previous(json_path, settings)
     paths = [dense, *pruned]
-    results = {}
+    rows = []
     with tqdm(total=len(paths) * (1 + len(settings["tasks"])), desc="compare", unit="step") as bar:
         for path in paths:
-            key = str(path.resolve())
-            if key in done and done[key]["stamp"] == _stamp(path):
-                log.info("%s: reusing the numbers in %s", path, json_path)
-                results[key] = done[key]
-                bar.update(1 + len(settings["tasks"]))
+            cache = _cache_file(out, path)
+            result = _cached(cache, path, settings)
+            if result is None:
+                result = evaluate_model(path, settings, bar)
+                _save(cache, {"settings": settings, "result": result})
             else:
-                results[key] = evaluate_model(path, settings, bar)
-            _save(json_path, {"settings": settings, "models": {**done, **results}})
-    rows = add_retention([results[str(p.resolve())] for p in paths])
-    files = {"json": str(json_path), "md": str(out.with_suffix(".md")), "csv": str(out.with_suffix(".csv")),
-             "png": str(out.with_suffix(".png"))}
+                log.info("%s: reusing %s", path, cache)
+                bar.update(1 + len(settings["tasks"]))
+            rows.append(result)
+    rows = add_retention(rows)
+    files = {k: str(out.with_name(out.name + "." + k)) for k in ("json", "md", "csv", "png")}
+    _save(Path(files["json"]), {"settings": settings, "models": rows})
     Path(files["md"]).write_text(markdown(rows, settings), encoding="utf-8")
     write_csv(rows, settings["tasks"], Path(files["csv"]))
     plot(rows, Path(files["png"]))

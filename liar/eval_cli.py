@@ -44,9 +44,9 @@ def add_parser(subparsers) -> None:
     _common(z)
     c = subparsers.add_parser("compare", help="dense vs pruned: perplexity + zero-shot, retention, table and plot")
     c.add_argument("--dense", default=None, help="the dense model folder (default: embedded SmolLM2-135M)")
-    c.add_argument("--pruned", nargs="+", required=True, help="pruned model folders")
-    c.add_argument("--out", required=True, help="output prefix: writes PREFIX.md, .csv, .png and .json "
-                   "(the .json also lets an interrupted run resume)")
+    c.add_argument("--pruned", nargs="*", default=[], help="pruned model folders")
+    c.add_argument("--out", required=True, help="output prefix: writes PREFIX.md, .csv, .png and .json, and caches "
+                   "each model's numbers in PREFIX.runs/ (a rerun resumes; runs sharing --out share the cache)")
     c.add_argument("--seqlen", type=seqlen_type, default="llm-pruner", help=SEQLEN_HELP + " (default: llm-pruner)")
     c.add_argument("--max-tokens", type=int, default=16384, help="perplexity text budget in tokens")
     _common(c)

