@@ -4,6 +4,8 @@
     liar report DIR [--plot FILE.png]
     liar eval ppl --model DIR [--text FILE] [--json]
     liar eval accuracy --model DIR [--data FILE] [--json]   (sequence classifiers)
+    liar eval zeroshot --model DIR [--tasks T,...] [--limit N] [--json]   (lm-evaluation-harness, offline)
+    liar eval compare --dense DIR --pruned DIR [DIR ...] --out PREFIX [--json]
     liar eval speed --model DIR [--model DIR ...] [--batch B] [--prompt-len P] [--gen-len T] [--json]
 
 Each sub-command is a module in liar.commands exposing `add_parser(subparsers)` and `run(args) -> dict | None`.
@@ -21,7 +23,8 @@ import os
 import sys
 
 COMMANDS = ("liar.commands.prune", "liar.commands.report")
-EVAL_COMMANDS = ("liar.commands.eval_ppl", "liar.commands.eval_accuracy", "liar.commands.eval_speed")
+EVAL_COMMANDS = ("liar.commands.eval_ppl", "liar.commands.eval_accuracy", "liar.commands.eval_speed",
+                 "liar.commands.eval_zeroshot")
 # Errors a user can fix (bad paths, bad values, a full disk, a diverged solve): one line, exit code 2.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, OSError, RuntimeError)
 

@@ -95,3 +95,17 @@ def accuracy(model, tokenizer, texts: list[str], labels: list[int], batch_size: 
         predicted = model(**enc).logits.argmax(dim=-1).cpu()
         correct += int((predicted == target[idx]).sum())
     return {"accuracy": correct / len(texts), "n": len(texts), "correct": correct}
+
+
+# Perplexity window lengths as the papers use them: LLM-Pruner and FLAP score WikiText2/PTB in windows of 128
+# tokens; SliceGPT in windows of 2048 (capped here by the model's max positions).
+SEQLEN_PRESETS = {"llm-pruner": 128, "flap": 128, "slicegpt": 2048}
+
+
+def resolve_seqlen(seqlen: str | int, config) -> int:
+    """Tokens per window: a preset is capped by the model's max_position_embeddings; an explicit integer is kept
+    as asked (liar.plan_checks.seqlen_warnings says when it exceeds the trained positions)."""
+    if seqlen in SEQLEN_PRESETS:
+        limit = getattr(config, "max_position_embeddings", None) or float("inf")
+        return int(min(SEQLEN_PRESETS[seqlen], limit))
+    return seqlen

