@@ -52,7 +52,7 @@ class TPReconstructor:
     mode: liar (least-squares interpolation), bias (FLAP mean compensation) or none (TP alone).
     bias_allowed(name, linear): may this linear gain a bias? Where not, the bias-free LIAR variant is used
     (and `bias` mode leaves it as plain slicing). Default: every linear (a stock LLaMA config then needs
-    `attention_bias` / `mlp_bias`, which `tp_export.finalize_config` sets).
+    `attention_bias` / `mlp_bias`, which `stock_config.finalize_config` sets).
     """
 
     def __init__(self, model: nn.Module, mode: str = "liar", alpha: float = 1e-2, backend: str = "auto",

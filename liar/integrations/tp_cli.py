@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from liar import data
 from liar.integrations.torch_pruning import MODES, TPReconstructor, tp, traceable
-from liar.integrations.tp_export import bias_policy, finalize_config
+from liar.integrations.stock_config import bias_policy, finalize_config
 from liar.models import architecture_for
 
 

@@ -1,4 +1,4 @@
-"""After Torch-Pruning: write the new widths (and any bias LIAR added) into the config, or refuse clearly."""
+"""After structural pruning in another tool: write the new widths (and any bias LIAR added) into the stock config."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def finalize_config(model, arch: Architecture) -> None:
     head_dim = arch.head_dim(config)
     sizes = {arch.layer_sizes(layer, head_dim) for layer in layers}
     if len(sizes) != 1:
-        raise ValueError(f"Torch-Pruning left per-layer widths {sorted(s.to_dict().values() for s in sizes)}; "
+        raise ValueError(f"the pruned model has per-layer widths {sorted(s.to_dict().values() for s in sizes)}; "
                          "the stock config needs one width per kind: use local (not global) pruning")
     (uniform,) = sizes
     config.hidden_size = model.get_input_embeddings().weight.shape[1]
