@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import time
 from importlib.metadata import version
@@ -87,4 +88,5 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     print(json.dumps(run(parse_args(argv))))
