@@ -16,6 +16,15 @@ HAVE_LLMC = importlib.util.find_spec("llmcompressor") is not None
 in_llmc_env = pytest.mark.skipif(not HAVE_LLMC, reason="run by scripts/ci_llmcompressor.sh in llm-compressor's env")
 
 
+def _from_disk(tmp_path, family: str = "llama"):
+    """llm-compressor re-reads the config from model.config.name_or_path: the model must come from a folder."""
+    from transformers import AutoModelForCausalLM
+
+    path = tmp_path / f"tiny-{family}"
+    tiny_model(family).save_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
 def _oneshot(model, ids: torch.Tensor, **modifier):
     from datasets import Dataset
     from llmcompressor import oneshot
@@ -30,25 +39,28 @@ def _oneshot(model, ids: torch.Tensor, **modifier):
     return mod
 
 
-@pytest.mark.parametrize("family,reconstruct", [("llama", "liar"), ("llama", "bias"), ("qwen2", "liar")])
+@pytest.mark.parametrize("family,reconstruct,intercept", [("llama", "liar", True), ("llama", "bias", True),
+                                                          ("qwen2", "liar", False)])
 @pytest.mark.llmcompressor
 @in_llmc_env
-def test_modifier_equals_liar_prune(family, reconstruct, tmp_path):
+def test_modifier_equals_liar_prune(family, reconstruct, intercept, tmp_path):
     import liar
 
-    model = tiny_model(family)
+    model = _from_disk(tmp_path, family)
     reference = copy.deepcopy(model)
     ids = calib_ids(8, 48)
-    mod = _oneshot(model, ids, ratio=0.3, reconstruct=reconstruct)
-    report = liar.prune(reference, tmp_path / "ref", liar.PruneConfig(ratio=0.3, reconstruct=reconstruct,
-                                                                      calibration="dense"), calibration=ids)
+    mod = _oneshot(model, ids, ratio=0.3, reconstruct=reconstruct, intercept=intercept)
+    config = liar.PruneConfig(ratio=0.3, reconstruct=reconstruct, intercept=intercept, calibration="dense")
+    report = liar.prune(reference, tmp_path / "ref", config, calibration=ids)
     for i, layer in enumerate(report.layers):
         assert (mod.kept_units[i]["heads"], mod.kept_units[i]["neurons"]) == (layer.attn.kept, layer.mlp.kept)
     got, ref = model.state_dict(), reference.state_dict()
     assert got.keys() == ref.keys()
     for k in got:
-        # same units, same fp32 solve; Gram sums accumulate in another batch order (batch 1 vs 8): ~1e-6 relative
-        torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-5 * float(ref[k].abs().max()), msg=k)
+        # same units, same fp32 solve; the Gram sums accumulate in another order (batches of 1 vs 8): measured
+        # up to 1.4e-5 of the tensor scale on o_proj
+        torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-4 * float(ref[k].abs().max()),
+                                   msg=lambda m, k=k: f"{k}: {m}")
     assert model.config.intermediate_size == reference.config.intermediate_size < 96
 
 
@@ -57,7 +69,7 @@ def test_modifier_equals_liar_prune(family, reconstruct, tmp_path):
 def test_saved_modifier_output_loads_like_liar_prune(tmp_path):
     import liar
 
-    model = tiny_model()
+    model = _from_disk(tmp_path)
     ids = calib_ids(6, 40)
     _oneshot(model, ids, ratio=0.25)
     model.save_pretrained(tmp_path / "llmc")

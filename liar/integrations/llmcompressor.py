@@ -21,6 +21,9 @@ tokens are not masked out of the statistics).
 
 from __future__ import annotations
 
+import functools
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +49,28 @@ SOLVE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def _generator(seed: int, layer: int, kind: str) -> torch.Generator:
     # the seeding `liar prune` uses, so --criterion random picks the same units
     return torch.Generator().manual_seed(seed * 1_000_003 + 2 * layer + (kind == "mlp"))
+
+
+def _save_with_pruned_config(model, arch) -> None:
+    """llm-compressor's save_pretrained rewrites config.json from the original checkpoint, keeping only its own
+    expert-count changes (`resave_config`); re-apply the widths and bias flags this modifier changed."""
+    config = model.config
+    names = [arch.heads_field, arch.kv_heads_field, arch.ffn_field, "head_dim",
+             arch.attn_bias_flag, arch.mlp_bias_flag]
+    fields = {n: getattr(config, n) for n in names if n is not None and hasattr(config, n)}
+    inner = model.save_pretrained
+
+    @functools.wraps(inner)
+    def save_pretrained(save_directory, *args, **kwargs):
+        result = inner(save_directory, *args, **kwargs)
+        path = Path(save_directory) / "config.json"
+        if path.is_file():
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw.update(fields)
+            path.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return result
+
+    model.save_pretrained = save_pretrained
 
 
 class LIARPruningModifier(Modifier):
@@ -122,6 +147,7 @@ class LIARPruningModifier(Modifier):
         if missing:
             raise RuntimeError(f"layers {missing} saw no calibration data and were not pruned; pass a dataset")
         finalize_config(state.model, self._arch)
+        _save_with_pruned_config(state.model, self._arch)
         return True
 
     # ---- one layer, as `liar prune` does it --------------------------------------------------------

@@ -16,13 +16,18 @@ def bias_policy(arch: Architecture):
 
 
 def _flag_biases(arch: Architecture, layers: nn.ModuleList, config) -> None:
-    """A bias on any linear of a block kind switches the config flag on; the others get zero biases."""
+    """A bias on any linear of a block kind switches the config flag on; the others get zero biases. Without a
+    flag (Mistral, Qwen2) only the native biases are expressible: a consumer that gained one is refused."""
     for kind in ("attn", "mlp"):
-        if not any(lin.bias is not None for layer in layers for lin in arch.linears(layer, kind).values()):
-            continue
         flag = arch.bias_flag(kind)
         if flag is None:
-            raise ValueError(f"{arch.name}: a {kind} linear gained a bias, which its config cannot express")
+            consumer = arch.attn_consumer if kind == "attn" else arch.ffn_consumer
+            if kind not in arch.native_bias and any(consumer(layer).bias is not None for layer in layers):
+                raise ValueError(f"{arch.name}'s config cannot give the {kind} consumer a bias; use the bias-free "
+                                 "variant (intercept=False / bias_allowed returning False) for a stock checkpoint")
+            continue
+        if not any(lin.bias is not None for layer in layers for lin in arch.linears(layer, kind).values()):
+            continue
         setattr(config, flag, True)
         for layer in layers:
             for path in arch.linears(layer, kind):
