@@ -13,7 +13,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # torch pinned on the same line: the CPU wheel, never a CUDA download pulled in by a dependency
 "$VENV/bin/pip" install -q "torch==2.13.0" "llmcompressor==0.14.*" pytest pybind11 ninja gguf
-"$VENV/bin/pip" install -q --no-build-isolation --no-deps -e "$ROOT"
+# liar editable from this checkout (compiles liar._C: minutes); skipped when the venv already points here
+if ! "$VENV/bin/python" -c "import liar, sys; sys.exit(liar.__file__ != '$ROOT/liar/__init__.py')" 2>/dev/null; then
+  "$VENV/bin/pip" install -q --no-build-isolation --no-deps -e "$ROOT"
+fi
 "$VENV/bin/python" -c "import transformers, llmcompressor, torch; print('transformers', transformers.__version__, \
 '| llmcompressor', llmcompressor.__version__, '| torch', torch.__version__)"
 cd "$ROOT"
