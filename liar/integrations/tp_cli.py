@@ -60,6 +60,14 @@ def build_pruner(model, example: torch.Tensor, ratio: float):
         )
 
 
+def _median_errors(errors: dict[str, dict[str, float]]) -> dict[str, float] | None:
+    """Median over the reconstructed linears of the relative calibration output error of each mode."""
+    if not errors:
+        return None
+    return {mode: round(float(torch.tensor([e[mode] for e in errors.values()]).median()), 4)
+            for mode in ("none", "bias", "liar")}
+
+
 def run(args: argparse.Namespace) -> dict:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -83,7 +91,8 @@ def run(args: argparse.Namespace) -> dict:
         "ratio": args.ratio, "params_before": before, "params_after": sum(p.numel() for p in model.parameters()),
         "hidden_size": cfg.hidden_size, "num_attention_heads": cfg.num_attention_heads,
         "num_key_value_heads": cfg.num_key_value_heads, "intermediate_size": cfg.intermediate_size,
-        "reconstructed_linears": len(rec.errors), "seconds": round(seconds, 1), "out": str(args.out),
+        "reconstructed_linears": len(rec.errors), "calib_error_median": _median_errors(rec.errors),
+        "seconds": round(seconds, 1), "out": str(args.out),
     }
 
 
