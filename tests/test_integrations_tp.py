@@ -130,19 +130,23 @@ def test_hidden_size_pruning_reconstructs_residual_consumers():
     assert errors["liar"] < errors["none"], errors
 
 
-def test_cli_writes_a_stock_checkpoint(model_dir, text_file, tmp_path):
+@pytest.mark.parametrize("keep_hidden", [False, True])
+def test_cli_writes_a_stock_checkpoint(model_dir, text_file, tmp_path, keep_hidden):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "tp-liar"
     proc = subprocess.run(
         [sys.executable, "-m", "liar.integrations.torch_pruning", "--model", str(model_dir), "--out", str(out),
-         "--ratio", "0.3", "--calib", str(text_file), "--nsamples", "4", "--seqlen", "32", "--reconstruct", "liar"],
+         "--ratio", "0.3", "--calib", str(text_file), "--nsamples", "4", "--seqlen", "32", "--reconstruct", "liar",
+         *(["--keep-hidden"] if keep_hidden else [])],
         capture_output=True, text=True, check=True,
     )
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     assert row["params_after"] < row["params_before"] and row["reconstructed_linears"] > 0
+    assert row["calib_error_median"]["liar"] < row["calib_error_median"]["none"]
     model = AutoModelForCausalLM.from_pretrained(out)
-    assert model.config.hidden_size == row["hidden_size"] < 48
+    assert (model.config.hidden_size == 48) == keep_hidden and model.config.hidden_size == row["hidden_size"]
+    assert model.config.intermediate_size < 96
     assert model.config.attention_bias and model.model.layers[0].self_attn.o_proj.bias is not None
     assert sum(p.numel() for p in model.parameters()) == row["params_after"]
 

@@ -36,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reconstruct", choices=MODES, default="liar")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--keep-hidden", action="store_true",
+                   help="prune heads and FFN channels only (TP's example also prunes the hidden size)")
     args = p.parse_args(argv)
     if not 0 < args.ratio < 1:
         p.error(f"--ratio {args.ratio} must be in (0, 1)")
@@ -44,18 +46,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def build_pruner(model, example: torch.Tensor, ratio: float):
+def build_pruner(model, example: torch.Tensor, ratio: float, keep_hidden: bool = False):
     cfg = model.config
-    num_heads = {}
+    num_heads, ignored = {}, [model.lm_head]
     for name, m in model.named_modules():
         if name.endswith("self_attn"):
             num_heads[m.q_proj] = cfg.num_attention_heads
             num_heads[m.k_proj] = num_heads[m.v_proj] = cfg.num_key_value_heads
+    if keep_hidden:  # the residual stream's producers stop being roots: its group is never pruned
+        ignored.append(model.get_input_embeddings())
+        ignored += [m for name, m in model.named_modules() if name.endswith(("self_attn.o_proj", "mlp.down_proj"))]
     with traceable(model):
         return tp.pruner.BasePruner(
             model, example_inputs=example, importance=tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean"),
             global_pruning=False, output_transform=lambda x: x.logits, pruning_ratio=ratio,
-            ignored_layers=[model.lm_head], num_heads=num_heads, prune_num_heads=True, prune_head_dims=False,
+            ignored_layers=ignored, num_heads=num_heads, prune_num_heads=True, prune_head_dims=False,
             head_pruning_ratio=ratio, round_to=math.lcm(4, cfg.num_attention_heads),
         )
 
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
     ids = data.calibration_ids(tokenizer, data.read_texts(args.calib), args.nsamples, args.seqlen, args.seed)
     before = sum(p.numel() for p in model.parameters())
     start = time.perf_counter()
-    pruner = build_pruner(model, ids[:1, :16], args.ratio)
+    pruner = build_pruner(model, ids[:1, :16], args.ratio, args.keep_hidden)
     rec = TPReconstructor(model, mode=args.reconstruct, bias_allowed=bias_policy(arch))
     rec.calibrate(ids[i : i + args.batch_size] for i in range(0, ids.shape[0], args.batch_size))
     with torch.no_grad():
