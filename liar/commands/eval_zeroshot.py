@@ -72,7 +72,8 @@ def _zeroshot(args: argparse.Namespace) -> dict:
     result.update(model=str(source), seconds=time.perf_counter() - started)
     for task, row in result["tasks"].items():
         stderr = row[row["metric"] + "_stderr"]
-        print(f"{task:14s} {row['metric']:8s} {row['score']:.4f} ± {stderr:.4f}  (n={row['n']}, {row['seconds']:.0f} s)")
+        print(f"{task:14s} {row['metric']:8s} {row['score']:.4f} ± {stderr:.4f}  "
+              f"(n={row['n']}, {row['seconds']:.0f} s)")
     print(f"mean {result['mean']:.4f} over {len(tasks)} tasks ({result['seconds']:.0f} s)")
     return result
 
