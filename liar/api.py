@@ -60,29 +60,29 @@ def prune(
         out = check_destination(out, named, config.overwrite)  # before any conversion
     source, tokenizer = _source(model, out, config, device, tokenizer, calibration, named)
     batches, calib_info = calibration_batches(source.arch, config, tokenizer, calibration)
-    timings = {"load": time.perf_counter() - started}
+    clock = driver.Clock(started, loaded=time.perf_counter())
     if out is None:
-        return driver.run(source, InPlaceSink(), batches, calib_info, config, command, timings=timings)
+        return driver.run(source, InPlaceSink(), batches, calib_info, config, command, clock=clock)
     lock = OutputLock(out, command) if distributed.is_main() else contextlib.nullcontext()
     with lock:
         if distributed.is_main():
             check_destination(out, named + ([Path(source.name)] if source.resumable else []), config.overwrite)
         key = _run_key(source, batches, config)
         try:
-            return _write(source, out, key, batches, calib_info, config, command, tokenizer, timings)
+            return _write(source, out, key, batches, calib_info, config, command, tokenizer, clock)
         except InputChanged:
             if not config.overwrite:
                 raise
             log.warning("the input changed since the unfinished run began; --overwrite: starting over")
-            return _write(source, out, key, batches, calib_info, config, command, tokenizer, timings)
+            return _write(source, out, key, batches, calib_info, config, command, tokenizer, clock)
 
 
 def _write(source, out: Path, key: str, batches, calib_info, config: PruneConfig, command: str, tokenizer,
-           timings: dict) -> PruneReport:
+           clock: driver.Clock) -> PruneReport:
     writer = CheckpointWriter(out, key, config.overwrite, source.resumable, command)
     sink = _checkpoint_sink(source, writer, config)
     try:
-        return driver.run(source, sink, batches, calib_info, config, command, tokenizer, out, timings)
+        return driver.run(source, sink, batches, calib_info, config, command, tokenizer, out, clock)
     except BaseException as err:
         if writer.done == 0 or (config.overwrite and isinstance(err, InputChanged)):
             writer.abandon()  # nothing worth resuming, and no state left to strand the next run

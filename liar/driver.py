@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,6 +29,14 @@ from liar.report import LayerReport, PruneReport, versions
 from liar.structure import LayerShape
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Clock:
+    """perf_counter() readings: when the user's call started, and when loading and calibration text were done."""
+
+    started: float
+    loaded: float
 
 
 class _Blocks:
@@ -136,9 +145,10 @@ def build_report(source, shapes: list[LayerShape], layers: list[LayerReport], pl
 
 @torch.no_grad()
 def run(source, sink, batches: list[CalibBatch], calibration: dict, config: PruneConfig, command: str,
-        tokenizer=None, out=None, timings: dict | None = None) -> PruneReport:
-    """Prune every block of `source` into `sink`; returns the report (also saved by a checkpoint sink)."""
-    started = time.perf_counter()
+        tokenizer=None, out=None, clock: Clock | None = None) -> PruneReport:
+    """Prune every block of `source` into `sink`; returns the report (also saved by a checkpoint sink).
+    `clock`: when the call that led here started and finished loading (the report's phases start there)."""
+    clock = clock or Clock(time.perf_counter(), time.perf_counter())
     arch = source.arch
     shapes = [LayerShape.of(arch, layer, source.head_dim) for layer in source.layers]
     blocks = _Blocks(source, sink)
@@ -168,9 +178,10 @@ def run(source, sink, batches: list[CalibBatch], calibration: dict, config: Prun
     report = build_report(source, shapes, layers, sink.plan, calibration, config, command, out)
 
     def stamp(report: PruneReport) -> None:
-        """Called by the sink right before the report is saved: every phase, and their sum as the total."""
-        report.timings = {**(timings or {}), "setup": setup_done - started, "blocks": blocks_done - setup_done,
-                          "finish": time.perf_counter() - blocks_done}
+        """Called by the sink right before the report is saved: every phase since the call started, so their sum
+        is the run's wall time up to this moment."""
+        report.timings = {"load": clock.loaded - clock.started, "setup": setup_done - clock.loaded,
+                          "blocks": blocks_done - setup_done, "finish": time.perf_counter() - blocks_done}
         report.timings["total"] = sum(report.timings.values())
 
     with distributed.step():

@@ -138,7 +138,8 @@ def test_report_times_account_for_the_whole_run(model_dir, tmp_path):
     import time
 
     began = time.perf_counter()
-    report = liar.prune(model_dir, tmp_path / "o", liar.PruneConfig(**FAST), calibration=calib_ids())
+    report = liar.prune(model_dir, tmp_path / "o", liar.PruneConfig(**{**FAST, "nsamples": 16}),
+                        calibration=calib_ids(16, 96))
     wall = time.perf_counter() - began
     saved = liar.PruneReport.load(tmp_path / "o" / "liar_report.json")
     assert saved.timings == report.timings and {"load", "setup", "blocks", "finish"} <= set(saved.timings)

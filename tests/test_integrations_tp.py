@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import torch
-from torch import nn
 
 from tests.conftest import calib_ids, tiny_model
 
