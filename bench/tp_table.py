@@ -9,5 +9,7 @@ print("|---|---|---|---|---|---|---|---|")
 for r in rows:
     p, e = r["prune"], r["eval"]
     ppl = e.get("perplexity", e.get("ppl"))
-    print(f"| {p['ratio']} | {p['reconstruct']} | {p['hidden_size']} | {p['num_attention_heads']}/{p['num_key_value_heads']} "
-          f"| {p['intermediate_size']} | {p['params_before']:,} → {p['params_after']:,} | {ppl:.2f} | {p['seconds']} |")
+    heads = f"{p['num_attention_heads']}/{p['num_key_value_heads']}"
+    params = f"{p['params_before']:,} → {p['params_after']:,}"
+    print(f"| {p['ratio']} | {p['reconstruct']} | {p['hidden_size']} | {heads} | {p['intermediate_size']} | {params} "
+          f"| {ppl:.2f} | {p['seconds']} |")
