@@ -11,7 +11,7 @@ for ratio in ${RATIOS:-0.2 0.5}; do
     rm -rf "$out"
     prune=$(.venv/bin/python -m liar.integrations.torch_pruning --model "$MODEL" --out "$out" --ratio "$ratio" \
             --calib "$CALIB" --nsamples "$NS" --seqlen "$SL" --reconstruct "$mode" 2>"$out.log" | tail -1)
-    ppl=$(.venv/bin/liar eval ppl --model "$out" --json 2>>"$out.log" | tail -1)
+    ppl=$(.venv/bin/liar eval ppl --model "$out" --json ${EVAL_ARGS:-} 2>>"$out.log" | tail -1)
     echo "{\"prune\": $prune, \"eval\": $ppl}" | tee -a out/tp/results.jsonl
   done
 done

@@ -15,6 +15,7 @@ from tests.conftest import calib_ids, tiny_model
 import torch_pruning as tp  # the test extra installs it
 
 from liar.integrations.torch_pruning import TPReconstructor, traceable
+from liar.integrations.tp_cli import build_pruner
 
 ALPHA = 1e-2
 
@@ -39,8 +40,11 @@ def heads_and_ffn_pruner(model, ratio: float = 0.5):
 def dense_inputs(model, names: list[str], ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every token's input to each named linear, captured with plain hooks (independent of liar)."""
     got: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    hooks = [model.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: got[n].append(a[0].reshape(-1, a[0].shape[-1])))
-             for n in names]
+
+    def keep(name):
+        return lambda module, args: got[name].append(args[0].reshape(-1, args[0].shape[-1]))
+
+    hooks = [model.get_submodule(n).register_forward_pre_hook(keep(n)) for n in names]
     with torch.no_grad():
         model(input_ids=ids)
     for h in hooks:
@@ -49,7 +53,8 @@ def dense_inputs(model, names: list[str], ids: torch.Tensor) -> dict[str, torch.
 
 
 def liar_reference(W: torch.Tensor, b: torch.Tensor | None, X: torch.Tensor, kept: torch.Tensor):
-    """LIAR in float64 from its definition: Q = C_SR (C_RR + λI)⁻¹, W_R' = W_R + W_S Q, b' = b + W_S (μ_S − Q μ_R)."""
+    """LIAR in float64 from its definition (README "How it works"):
+    Q = C_SR (C_RR + λI)⁻¹, W_R' = W_R + W_S Q, b' = b + W_S (μ_S − Q μ_R)."""
     W = W.detach().double()
     pruned = torch.tensor([i for i in range(W.shape[1]) if i not in set(kept.tolist())])
     mu = X.mean(0)
@@ -114,8 +119,6 @@ def test_hidden_size_pruning_reconstructs_residual_consumers():
     errors = {}
     for mode in ("none", "liar"):
         m = copy.deepcopy(model)
-        from liar.integrations.tp_cli import build_pruner
-
         pruner = build_pruner(m, ids[:1, :16], 0.25)
         rec = TPReconstructor(m, mode=mode)
         rec.calibrate([ids])
@@ -171,6 +174,7 @@ def test_missing_torch_pruning_names_the_extra(monkeypatch):
 
 
 def test_import_liar_imports_no_integration():
-    code = "import sys, liar; print(sorted(m for m in sys.modules if m.startswith(('liar.integrations', 'torch_pruning', 'llmcompressor'))))"
+    prefixes = ("liar.integrations", "torch_pruning", "llmcompressor")
+    code = f"import sys, liar; print(sorted(m for m in sys.modules if m.startswith({prefixes!r})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -171,7 +171,8 @@ class LIARPruningModifier(Modifier):
         for path in arch.ffn_in:
             slice_rows(layer, path, neurons)
         arch.refresh_layer(layer, head_dim)
-        self._kept[index] = {"heads": plan.kept_heads.tolist(), "kv": plan.kept_kv.tolist(), "neurons": neurons.tolist()}
+        self._kept[index] = {"heads": plan.kept_heads.tolist(), "kv": plan.kept_kv.tolist(),
+                             "neurons": neurons.tolist()}
 
     def _consumer(self, layer: nn.Module, path: str, stats: GramStats, kept: torch.Tensor) -> None:
         consumer = layer.get_submodule(path)

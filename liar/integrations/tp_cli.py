@@ -58,7 +58,8 @@ def build_pruner(model, example: torch.Tensor, ratio: float, keep_hidden: bool =
         ignored += [m for name, m in model.named_modules() if name.endswith(("self_attn.o_proj", "mlp.down_proj"))]
     with traceable(model):
         return tp.pruner.BasePruner(
-            model, example_inputs=example, importance=tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean"),
+            model, example_inputs=example,
+            importance=tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean"),
             global_pruning=False, output_transform=lambda x: x.logits, pruning_ratio=ratio,
             ignored_layers=ignored, num_heads=num_heads, prune_num_heads=True, prune_head_dims=False,
             head_pruning_ratio=ratio, round_to=math.lcm(4, cfg.num_attention_heads),
