@@ -4,9 +4,10 @@ side by side, each reported against the first one given.
 
     liar eval speed --model DENSE --model PRUNED [--batch 1] [--prompt-len 128] [--gen-len 32] [--json]
 
-Timing: `warmup` untimed runs, then `repeats` timed ones; the medians are reported. Memory: on CUDA the peak
-of torch.cuda.max_memory_allocated over loading and all runs; on CPU the peak resident set size (sampled every
-millisecond from /proc/self/statm) above the process's size just before the model was loaded. FLOPs per
+Timing: every model is loaded and run `warmup` untimed times, then the models take turns for `repeats` timed
+runs each (so that a shared machine's changing load hits them alike); the medians are reported. Memory: the
+peak over loading and the warm-up runs above what the process held just before (on CUDA
+torch.cuda.max_memory_allocated, on CPU (Linux) the resident set's high-water mark). FLOPs per
 token count 2 per weight of every nn.Linear (attention's own T-dependent products excluded), so their ratio is
 what a pruned model could gain at best on matmul-bound work.
 """
@@ -17,9 +18,7 @@ import argparse
 import ctypes
 import gc
 import logging
-import os
 import statistics
-import threading
 import time
 from pathlib import Path
 
@@ -34,7 +33,14 @@ def run(args: argparse.Namespace) -> dict:
     _check(args)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    rows = [measure(path, args, device, dtype) for path in args.model]
+    loaded = [load(path, args, device, dtype) for path in args.model]
+    runs = [[] for _ in loaded]
+    for _ in range(args.repeats):  # round robin: a load change on a shared machine hits every model alike
+        for model_runs, (_, model, prompt) in zip(runs, loaded):
+            model_runs.append(generate(model, prompt, args.gen_len))
+    rows = [summarize(row, model_runs, args) for (row, _, _), model_runs in zip(loaded, runs)]
+    del loaded
+    _release(device)
     base = rows[0]
     for row in rows:
         row["prefill_speedup"] = base["prefill_ms"] / row["prefill_ms"]
@@ -58,30 +64,32 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--warmup must be 0 or more; got {args.warmup}")
 
 
-def measure(path: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
-    """Load one checkpoint, time `warmup` + `repeats` prefill + decode runs, free it."""
+def load(path: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple:
+    """(row, model, prompt): the model loaded and warmed up; the row holds its size and the peak memory of
+    loading it and running the warm-up (measured above what the process held before, other models included)."""
     from liar.io.load import load_pruned, resolve_source
 
-    source = resolve_source(path)
     with PeakMemory(device) as memory:
-        model = load_pruned(source, dtype=dtype, device=device)
+        model = load_pruned(resolve_source(path), dtype=dtype, device=device)
         vocab = model.get_output_embeddings().weight.shape[0]
         gen = torch.Generator().manual_seed(args.seed)
         prompt = torch.randint(vocab, (args.batch, args.prompt_len), generator=gen).to(device)
         for _ in range(args.warmup):
             generate(model, prompt, args.gen_len)
-        runs = [generate(model, prompt, args.gen_len) for _ in range(args.repeats)]
-    prefill_s = statistics.median(r[0] for r in runs)
-    decode_s = statistics.median(r[1] for r in runs)
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     row = {"model": str(path), "params": sum(p.numel() for p in model.parameters()), "linear_params": linear,
-           "flops_per_token": 2 * linear, "prefill_ms": prefill_s * 1e3,
-           "prefill_tokens_per_s": args.batch * args.prompt_len / prefill_s,
-           "decode_tokens_per_s": args.batch * args.gen_len / decode_s, "decode_ms_per_step": decode_s / args.gen_len * 1e3,
-           "peak_memory_mb": memory.peak_mb, "memory": memory.kind}
-    del model
-    _release(device)
-    log.info("%s: prefill %.1f ms, decode %.1f tok/s", path, row["prefill_ms"], row["decode_tokens_per_s"])
+           "flops_per_token": 2 * linear, "peak_memory_mb": memory.peak_mb, "memory": memory.kind}
+    return row, model, prompt
+
+
+def summarize(row: dict, runs: list[tuple[float, float]], args: argparse.Namespace) -> dict:
+    """The row with the medians of the timed (prefill, decode) runs."""
+    prefill_s = statistics.median(r[0] for r in runs)
+    decode_s = statistics.median(r[1] for r in runs)
+    row.update(prefill_ms=prefill_s * 1e3, prefill_tokens_per_s=args.batch * args.prompt_len / prefill_s,
+               decode_tokens_per_s=args.batch * args.gen_len / decode_s,
+               decode_ms_per_step=decode_s / args.gen_len * 1e3)
+    log.info("%s: prefill %.1f ms, decode %.1f tok/s", row["model"], row["prefill_ms"], row["decode_tokens_per_s"])
     return row
 
 
@@ -106,13 +114,13 @@ def generate(model, prompt: torch.Tensor, gen_len: int) -> tuple[float, float]:
 
 
 class PeakMemory:
-    """Peak memory above the level at entry: CUDA allocator peak, or sampled resident set size on CPU."""
+    """Peak memory above the level at entry: the CUDA allocator's peak, or on Linux the kernel's resident-set
+    high-water mark (VmHWM, reset at entry through /proc/self/clear_refs). A sampling thread was tried first:
+    on this loaded 2-core machine it stalled the decode loop on the GIL (0.1 tokens/s for SmolLM2-135M)."""
 
-    def __init__(self, device: torch.device, interval_s: float = 0.001):
-        self.device, self.interval_s = device, interval_s
-        self.sampled = device.type == "cpu" and Path("/proc/self/statm").is_file()
-        self.kind = ("cuda max_memory_allocated" if device.type == "cuda" else
-                     "RSS above the pre-load level" if self.sampled else "unavailable (no /proc/self/statm)")
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.kind = "cuda max_memory_allocated" if device.type == "cuda" else "VmHWM above the pre-load RSS"
         self.peak_mb = float("nan")
 
     def __enter__(self) -> PeakMemory:
@@ -120,35 +128,26 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             return self
-        if not self.sampled:
-            return self
-        self._base, self._peak = _rss_bytes(), 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS to the current RSS
+            self._base = _status_bytes("VmRSS")
+        except OSError:
+            self.kind, self._base = "unavailable (no writable /proc/self/clear_refs)", None
         return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._peak = max(self._peak, _rss_bytes())
-            time.sleep(self.interval_s)
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
-            return
-        if not self.sampled:
-            return
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, _rss_bytes())
-        self.peak_mb = (self._peak - self._base) / 2**20
+        elif self._base is not None:
+            self.peak_mb = (_status_bytes("VmHWM") - self._base) / 2**20
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm", encoding="ascii") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024  # kB
+    raise OSError(f"/proc/self/status has no {field}")
 
 
 def _release(device: torch.device) -> None:
