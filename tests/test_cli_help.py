@@ -57,6 +57,11 @@ def test_flags_keep_their_meaning():
     (["prune", "--out", "x", "--ratio", "2"], 2, "outside (0, 1)"),
     (["prune", "--out", "x", "--max-memory", "8 parsecs"], 2, "cannot read '8 parsecs' as a memory size"),
     (["prune", "--ratio", "0.3"], 2, "--out is missing"),
+    (["eval", "zeroshot", "--help"], 0, "--limit"),
+    (["eval", "compare", "--help"], 0, "--pruned"),
+    (["eval", "speed", "--help"], 0, "--gen-len"),
+    (["eval", "ppl", "--help"], 0, "slicegpt"),
+    (["report", "--help"], 0, "--plot"),
 ])
 def test_answers_without_importing_torch(argv, code, says):
     probe = ("import sys\nfrom liar.cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n"
