@@ -57,7 +57,7 @@ def evaluate_model(path: Path, settings: dict, progress: tqdm) -> dict:
     progress.set_postfix_str(f"{path.name}: ppl")
     ids = data.token_stream(tokenizer, data.imdb_texts("heldout"), settings["max_tokens"])
     ppl = perplexity(model, ids, seqlen=resolve_seqlen(settings["seqlen"], model.config),
-                     batch_size=settings["batch_size"])
+                     batch_size=settings["batch_size"], prefix=data.window_prefix(tokenizer))
     progress.update(1)
     scores = zeroshot.evaluate(model, tokenizer, settings["tasks"], settings["limit"], settings["batch_size"],
                                progress=progress)

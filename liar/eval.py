@@ -9,10 +9,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from liar.data import windows
+
 
 @torch.no_grad()
-def perplexity(model, ids: torch.Tensor, seqlen: int = 512, batch_size: int = 4) -> dict:
+def perplexity(model, ids: torch.Tensor, seqlen: int = 512, batch_size: int = 4, prefix: list[int] = ()) -> dict:
     """ids: [T] token ids. Scores every window's next-token predictions; returns ppl, nll and tokens.
+    `prefix`: tokens every window starts with (liar.data.window_prefix, e.g. `<bos>`), never scored.
 
     Non-finite logits raise FloatingPointError rather than reporting a perplexity of nan.
     """
@@ -20,21 +23,21 @@ def perplexity(model, ids: torch.Tensor, seqlen: int = 512, batch_size: int = 4)
     if seqlen < 2 or batch_size < 1:
         raise ValueError(f"seqlen={seqlen} and batch_size={batch_size}: a window needs seqlen >= 2 tokens (one "
                          "prediction) and batch_size >= 1; pass --seqlen 2 or more and --batch-size 1 or more")
-    windows = ids.numel() // seqlen
-    if windows == 0:
+    chunks = windows(ids, seqlen, list(prefix))
+    if chunks.shape[0] == 0:
         raise ValueError(f"the text gives {ids.numel()} tokens, fewer than one window of seqlen={seqlen}; "
                          "pass more text or a smaller --seqlen")
     device = next(model.parameters()).device
-    chunks = ids[: windows * seqlen].reshape(windows, seqlen)
+    first = max(len(prefix), 1)  # the first scored position: a prefix is context, not text
     nll, count = 0.0, 0
-    for start in tqdm(range(0, windows, batch_size), desc="perplexity", unit="batch", leave=False):
+    for start in tqdm(range(0, chunks.shape[0], batch_size), desc="perplexity", unit="batch", leave=False):
         batch = chunks[start : start + batch_size].to(device)
-        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+        logits = model(input_ids=batch, use_cache=False).logits[:, first - 1 : -1].float()
         if not torch.isfinite(logits).all():
             raise FloatingPointError(
                 f"the model produced NaN/Inf logits in windows {start}..{start + len(batch) - 1}; check the weights "
                 "for NaN/Inf and the dtype (float16 overflows easily): try --dtype float32")
-        target = batch[:, 1:]
+        target = batch[:, first:]
         nll += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"))
         count += target.numel()
     return {"ppl": math.exp(nll / count), "nll": nll / count, "tokens": count, "seqlen": seqlen}

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from liar import data, plan_checks
 from liar.io.load import load_pruned
 from liar.report import LayerReport, ModuleReport
-from tests.conftest import char_tokenizer, tiny_model
+from tests.conftest import TEXT, char_tokenizer, tiny_model
 from tests.test_bert import SENTENCES, bert_tokenizer, tiny_bert
 from tests.test_cli import PRUNE, run
 
@@ -314,3 +314,33 @@ def test_prune_and_eval_warn_about_seqlen(capsys, caplog, text_file, tmp_path):
     code, _, err = run(capsys, "eval", "ppl", "--model", out, "--text", text_file, "--seqlen", 32, "--max-tokens", 256)
     assert code == 0, err
     assert "max_position_embeddings=24" in caplog.text
+
+
+def bos_tokenizer():
+    """The character tokenizer, adding `<bos>` before every text as Gemma's does."""
+    from tokenizers import processors
+
+    tok = char_tokenizer()
+    tok.add_special_tokens({"bos_token": "<bos>"})
+    bos = tok.convert_tokens_to_ids("<bos>")
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[
+        ("<bos>", bos)])
+    return tok, bos
+
+
+def test_windows_start_with_the_tokenizers_prefix():
+    """Calibration and perplexity windows begin with the `<bos>` a Gemma-style tokenizer adds (never scored);
+    a tokenizer that adds nothing (SmolLM2's) gets the plain windows it always got."""
+    from liar.eval import perplexity
+
+    tok, bos = bos_tokenizer()
+    assert data.window_prefix(tok) == [bos] and data.window_prefix(char_tokenizer()) == []
+    ids = data.calibration_ids(tok, [TEXT], nsamples=3, seqlen=20, seed=0)
+    assert ids.shape == (3, 20) and (ids[:, 0] == bos).all() and not (ids[:, 1:] == bos).any()
+    plain = data.calibration_ids(char_tokenizer(), [TEXT], nsamples=3, seqlen=20, seed=0)
+    assert not (plain == bos).any()
+    stream = data.token_stream(tok, [TEXT], 200)
+    model = tiny_model(vocab_size=len(tok))
+    with_bos = perplexity(model, stream, seqlen=20, prefix=[bos])
+    assert with_bos["tokens"] == (200 // 19) * 19  # every text token after a window's <bos> is scored
+    assert perplexity(model, stream, seqlen=20)["tokens"] == (200 // 20) * 19

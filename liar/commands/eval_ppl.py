@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> dict:
     tokenizer = load_tokenizer(source)
     texts = data.read_texts(args.text) if args.text else data.imdb_texts("heldout")
     ids = data.token_stream(tokenizer, texts, args.max_tokens)
-    result = perplexity(model, ids, seqlen=seqlen, batch_size=args.batch_size)
+    result = perplexity(model, ids, seqlen=seqlen, batch_size=args.batch_size, prefix=data.window_prefix(tokenizer))
     result.update(model=str(source), text=args.text or "embedded IMDB reviews (held-out split)",
                   seconds=time.perf_counter() - started)
     print(f"perplexity {result['ppl']:.3f} over {result['tokens']} tokens ({result['seconds']:.1f} s)")
