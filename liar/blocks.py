@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from liar.io import experts
-from liar.io.export import ExportPlan, add_flagged_biases, apply_plan, block_linear_params
+from liar.io.export import ExportPlan, add_flagged_biases, apply_plan
 from liar.io.load import LAYER_SIZES_KEY, mark_per_layer_format
-from liar.io.shards import INDEX_NAME, SINGLE_NAME, ShardReader
+from liar.io.shards import INDEX_NAME, SINGLE_NAME, ShardReader, tensor_digest
 from liar.io.writer import CheckpointWriter
 from liar.models import architecture_for
 from liar.report import LayerReport
@@ -223,15 +223,11 @@ class CheckpointSink:
     def _checked(self, source):
         for name, tensor in source.stem_tensors():
             if source.resumable:
-                self.writer.check_digest(f"stem:{name}", _digest(tensor))
+                self.writer.check_digest(f"stem:{name}", tensor_digest(tensor))
             yield name, tensor
 
     def close(self) -> None:
         self.writer.close()
 
 
-def _digest(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
-
-
-__all__ = ["CheckpointSink", "InPlaceSink", "ModuleSource", "ShardSource", "block_linear_params"]
+__all__ = ["CheckpointSink", "InPlaceSink", "ModuleSource", "ShardSource"]

@@ -8,7 +8,6 @@ blocks in their final form; a resumed run replays the finished blocks from the p
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from liar.activations import activation_bytes, store_factory
 from liar.allocation import Budget, sizes_after
 from liar.config import PruneConfig
 from liar.io.export import block_linear_params, export_note, plan_export
+from liar.io.shards import tensor_digest
 from liar.forward import CalibBatch, NewStore, capture_inputs, run_block
 from liar.pipeline import global_budgets, prune_blocks, uniform_budgets
 from liar.plan import consumer_bias
@@ -108,8 +108,7 @@ def _record_stem(source, sink) -> None:
     """Digest the tensors outside the blocks once, so a resume proves they are unchanged."""
     if source.resumable:
         for name, tensor in source.stem_tensors():
-            sink.check_digest(f"stem:{name}",
-                              hashlib.sha256(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest())
+            sink.check_digest(f"stem:{name}", tensor_digest(tensor))
 
 
 def build_report(source, shapes: list[LayerShape], layers: list[LayerReport], plan, calibration: dict,

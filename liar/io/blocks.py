@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from liar.io import experts
-from liar.io.shards import ShardReader
+from liar.io.shards import ShardReader, tensor_bytes
 from liar.models.base import Architecture, set_linear
 
 FIX = "the checkpoint does not match its config.json: re-save or re-download it (or fix config.json)"
@@ -31,7 +31,7 @@ def load_block(
         t = reader.meta(prefix + name) if on_meta else reader.get(prefix + name)
         if hasher is not None:
             hasher.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            hasher.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+            hasher.update(tensor_bytes(t))
         # A private copy, never a view of the memory-mapped file: once the reader closes, the file pages
         # leave this process, and each weight is released as soon as pruning replaces it.
         return t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -108,3 +109,12 @@ def shard_keys(path: Path) -> list[str]:
 def write_index(folder: Path, weight_map: dict[str, str], total_size: int) -> None:
     index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
     (folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+def tensor_bytes(tensor: torch.Tensor):
+    """The stored bytes of a tensor (any dtype, bf16 included) as a flat uint8 array, for hashing."""
+    return tensor.contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor_bytes(tensor)).hexdigest()
