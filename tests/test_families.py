@@ -13,10 +13,10 @@ import torch
 import transformers
 
 import liar
-from liar.io.shards import ShardReader
 from liar.models import architecture_for
 from tests.conftest import VOCAB, calib_ids, char_tokenizer
 from tests.test_pipeline import FAST, logits, masked_dense
+from tests.test_streaming import streamed_equals_in_memory
 
 COMMON = dict(vocab_size=VOCAB, num_hidden_layers=2, max_position_embeddings=256, tie_word_embeddings=False)
 # (config class, model class, sizes, head_dim, stock-loadable with the intercept, with intercept=False)
@@ -147,22 +147,6 @@ def test_sequential_calibration_equals_masked_dense(family):
     close(logits(pruned), logits(masked_dense(dense, pruned, report, head_dim=FAMILIES[family][3])))
 
 
-def tensors(folder):
-    reader = ShardReader(folder)
-    return {k: reader.get(k) for k in reader.keys()}
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_streaming_equals_in_memory(family, tmp_path):
-    source = tmp_path / "src"
-    tiny(family).save_pretrained(source, max_shard_size="40KB")
-    char_tokenizer().save_pretrained(source)
-    config = liar.PruneConfig(**FAST, ratio=0.35)
-    liar.prune(source, tmp_path / "streamed", config, calibration=calib_ids())
-    in_memory = liar.load_pruned(source)
-    liar.prune(in_memory, tmp_path / "memory", config, tokenizer=char_tokenizer(), calibration=calib_ids())
-    a, b = tensors(tmp_path / "streamed"), tensors(tmp_path / "memory")
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
-    torch.testing.assert_close(logits(liar.load_pruned(tmp_path / "streamed")), logits(in_memory), rtol=0, atol=0)
+    streamed_equals_in_memory(tiny(family), liar.PruneConfig(**FAST, ratio=0.35), tmp_path)

@@ -19,8 +19,9 @@ from liar.models.base import set_linear
 from liar.stats import GramStats
 from liar.structure import heads_to_channels
 from tests.conftest import VOCAB, calib_ids, char_tokenizer
-from tests.test_families import close, tensors
+from tests.test_families import close
 from tests.test_pipeline import FAST, logits
+from tests.test_streaming import streamed_equals_in_memory
 
 HEAD_DIM = 14
 COMMON = dict(vocab_size=VOCAB, hidden_size=44, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
@@ -218,18 +219,7 @@ def test_export_reloads(family, intercept, tmp_path):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_streaming_equals_in_memory(family, tmp_path):
-    source = tmp_path / "src"
-    tiny_moe(family).save_pretrained(source, max_shard_size="40KB")
-    char_tokenizer().save_pretrained(source)
-    config = liar.PruneConfig(**FAST, ratio=0.3, expert_ratio=0.2)
-    liar.prune(source, tmp_path / "streamed", config, calibration=calib_ids())
-    in_memory = liar.load_pruned(source)
-    liar.prune(in_memory, tmp_path / "memory", config, tokenizer=char_tokenizer(), calibration=calib_ids())
-    a, b = tensors(tmp_path / "streamed"), tensors(tmp_path / "memory")
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
-    torch.testing.assert_close(logits(liar.load_pruned(tmp_path / "streamed")), logits(in_memory), rtol=0, atol=0)
+    streamed_equals_in_memory(tiny_moe(family), liar.PruneConfig(**FAST, ratio=0.3, expert_ratio=0.2), tmp_path)
 
 
 def test_dense_models_refuse_expert_ratio():

@@ -31,12 +31,11 @@ def tensors(folder: Path) -> dict[str, torch.Tensor]:
     return {k: reader.get(k) for k in reader.keys()}
 
 
-@pytest.mark.parametrize("calibration", ["dense", "sequential"])
-@pytest.mark.parametrize("allocation", ["uniform", "global"])
-def test_streaming_equals_in_memory(calibration, allocation, tmp_path):
-    source = save(tiny_model(num_hidden_layers=3, intermediate_size=160), tmp_path / "src", shard="40KB")
+def streamed_equals_in_memory(model, config: liar.PruneConfig, tmp_path: Path):
+    """Prune a sharded checkpoint of `model` folder → folder and the same checkpoint loaded in memory; assert both
+    outputs hold bit-identical tensors. Returns (the streamed run's report, the in-memory pruned model)."""
+    source = save(model, tmp_path / "src", shard="40KB")
     assert (source / INDEX_NAME).is_file()  # a sharded input
-    config = liar.PruneConfig(**FAST, ratio=0.35, calibration=calibration, allocation=allocation)
     streamed = liar.prune(source, tmp_path / "streamed", config, calibration=calib_ids())
     in_memory = liar.load_pruned(source)
     liar.prune(in_memory, tmp_path / "memory", config, tokenizer=char_tokenizer(), calibration=calib_ids())
@@ -44,12 +43,20 @@ def test_streaming_equals_in_memory(calibration, allocation, tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    torch.testing.assert_close(logits(liar.load_pruned(tmp_path / "streamed")), logits(in_memory), rtol=0, atol=0)
+    return streamed, in_memory
+
+
+@pytest.mark.parametrize("calibration", ["dense", "sequential"])
+@pytest.mark.parametrize("allocation", ["uniform", "global"])
+def test_streaming_equals_in_memory(calibration, allocation, tmp_path):
+    config = liar.PruneConfig(**FAST, ratio=0.35, calibration=calibration, allocation=allocation)
+    streamed, in_memory = streamed_equals_in_memory(tiny_model(num_hidden_layers=3, intermediate_size=160), config,
+                                                    tmp_path)
     assert [l.mlp.kept for l in streamed.layers] == [l.mlp.kept for l in liar.PruneReport.load(
         tmp_path / "memory" / "liar_report.json").layers]
     shards = sorted((tmp_path / "streamed").glob("model-*.safetensors"))  # a shard per block and stem tensor
     assert len(shards) == 3 + 3 and json.loads((tmp_path / "streamed" / INDEX_NAME).read_text())["weight_map"]
-    reloaded = liar.load_pruned(tmp_path / "streamed")
-    torch.testing.assert_close(logits(reloaded), logits(in_memory), rtol=0, atol=0)
     if allocation == "uniform":
         stock = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "streamed")
         torch.testing.assert_close(logits(stock), logits(in_memory), rtol=0, atol=0)
