@@ -17,18 +17,9 @@ from liar import compare, zeroshot
 from liar.cli import main
 from liar.eval import resolve_seqlen
 from tests.conftest import calib_ids, char_tokenizer, tiny_model
+from tests.test_cli import last_json, run
 
 LIMIT = 3
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def last_json(out: str) -> dict:
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def data_snapshot() -> dict:
