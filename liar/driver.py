@@ -56,9 +56,8 @@ class _Blocks:
     def as_saved(self, layer: nn.Module) -> None:
         self.sink.as_saved(self.source.arch, layer)
 
-    def close(self, index: int, layer: nn.Module, report: LayerReport | None) -> None:
-        """Write a pruned block (its 'write' stage: saved form, freeing, the shard) and free it."""
-        began = time.perf_counter()
+    def close(self, index: int, layer: nn.Module, report: LayerReport | None, began: float) -> None:
+        """Write a pruned block (its 'write' stage since `began`: freeing, saved form, the shard) and free it."""
         if report is None:
             self.source.close(index)
             return

@@ -38,7 +38,8 @@ class Blocks(Protocol):
 
     def as_saved(self, layer: nn.Module) -> None: ...
 
-    def close(self, index: int, layer: nn.Module, report: LayerReport | None) -> None: ...
+    def close(self, index: int, layer: nn.Module, report: LayerReport | None, began: float) -> None:
+        """Save and free a block; its 'write' stage is the time since `began`."""
 
 
 def dense_step(arch: Architecture, layer: nn.Module, shape: LayerShape, budget: Budget, metas: list[BatchMeta],
@@ -90,7 +91,7 @@ def global_budgets(arch: Architecture, blocks: Blocks, shapes: list[LayerShape],
             hidden = out
             attn_scores.append(attn)
             ffn_scores.append(ffn)
-            blocks.close(i, layer, None)
+            blocks.close(i, layer, None, time.perf_counter())
     hidden.clear()
     return allocation.global_(shapes, attn_scores, ffn_scores, config.ratio, config.gqa, config.min_keep)
 
@@ -114,16 +115,18 @@ def prune_blocks(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], b
             opened = time.perf_counter()
             if student is None:
                 report, out = dense_step(arch, layer, shapes[i], budgets[i], metas, teacher, config, i, new_store)
+                stepped = time.perf_counter()  # the write stage: freeing the consumed activations, then saving
                 teacher.clear()
                 teacher = out
             else:
                 report, t_out, s_out = sequential_step(arch, layer, shapes[i], budgets[i], metas, teacher, student,
                                                        config, i, new_store, blocks.as_saved)
+                stepped = time.perf_counter()
                 teacher.clear()
                 student.clear()
                 teacher, student = t_out, s_out
             report.stages["read"] = opened - began
-            blocks.close(i, layer, report)
+            blocks.close(i, layer, report, stepped)
         reports.append(report)
     teacher.clear()
     if student is not None:

@@ -173,14 +173,15 @@ class CheckpointWriter:
 
     def save_block(self, index: int, total: int, tensors: dict[str, torch.Tensor], report: LayerReport,
                    began: float) -> None:
-        """Write a finished block's shard, then its report (with the write time since `began`) into the state."""
+        """Write a finished block's shard, then its report (with the write time since `began`) into the state.
+        The returned report's write time also counts saving the state; the state's copy cannot know that part."""
         if index != self.done:
             raise RuntimeError(f"block {index} finished out of order (expected {self.done})")
         self._write(self.shard(index, total), tensors)
-        report.stages["write"] = time.perf_counter() - began
-        report.seconds = sum(report.stages.values())
+        _set_write(report, began)
         self.state["reports"].append(report.to_dict())
         self._save()
+        _set_write(report, began)
 
     def finished_files(self, total: int) -> list[Path]:
         return [self.shard(i, total) for i in range(self.done)]
@@ -225,3 +226,8 @@ class CheckpointWriter:
         if self.main:
             shutil.rmtree(self.folder, ignore_errors=True)
             self._clear_scratch()
+
+
+def _set_write(report: LayerReport, began: float) -> None:
+    report.stages["write"] = time.perf_counter() - began
+    report.seconds = sum(report.stages.values())
