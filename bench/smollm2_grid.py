@@ -38,6 +38,12 @@ class Setting:
     allocation: str
     gqa: str
     calibration: str = "dense"
+    extra: tuple[tuple[str, str], ...] = ()  # further PruneConfig fields (--set KEY=VALUE)
+
+
+def _typed(field: str, value: str):
+    kind = type(getattr(liar.PruneConfig(), field))
+    return value if kind is str or value == "auto" else kind(value)
 
 
 @dataclass(frozen=True)
@@ -75,14 +81,15 @@ def run_setting(source, tokenizer, heldout, s: Setting, args) -> Row:
     model = load_pruned(source)
     config = liar.PruneConfig(ratio=s.ratio, criterion=s.criterion, reconstruct=s.reconstruct,
                               allocation=s.allocation, gqa=s.gqa, calibration=s.calibration,
-                              nsamples=args.nsamples, seqlen=args.seqlen)
+                              nsamples=args.nsamples, seqlen=args.seqlen,
+                              **{k: _typed(k, v) for k, v in s.extra})
     start, cpu = time.perf_counter(), time.process_time()
     report = liar.prune(model, None, config, tokenizer=tokenizer)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     result = perplexity(model, heldout, seqlen=args.eval_seqlen)
     v = versions()
     return Row(
-        setting=f"{s.criterion}/{s.reconstruct}", ratio=s.ratio, criterion=s.criterion, reconstruct=s.reconstruct,
+        setting="/".join([s.criterion, s.reconstruct] + [f"{k}={v}" for k, v in s.extra]), ratio=s.ratio, criterion=s.criterion, reconstruct=s.reconstruct,
         allocation=s.allocation, gqa=s.gqa, calibration=s.calibration, ppl=result["ppl"],
         eval_tokens=result["tokens"], prune_seconds=seconds, prune_cpu_seconds=cpu, params_after=report.model["params_after"],
         block_fraction_removed=report.model["block_fraction_removed"],
@@ -98,9 +105,9 @@ def write(rows: list[Row], name: str, dense_ppl: float) -> None:
         writer.writeheader()
         writer.writerows(dataclasses.asdict(r) for r in rows)
     lines = [f"Dense SmolLM2-135M held-out perplexity: {dense_ppl:.2f}", "",
-             "| ratio | allocation | calibration | criterion | reconstruct | ppl | prune wall s | prune CPU s "
+             "| ratio | allocation | calibration | criterion | reconstruct (+ settings) | ppl | prune wall s | prune CPU s "
              "| blocks removed |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.ratio:.0%} | {r.allocation} | {r.calibration} | {r.criterion} | {r.reconstruct} | {r.ppl:.2f} "
+    lines += [f"| {r.ratio:.0%} | {r.allocation} | {r.calibration} | {r.criterion} | {r.setting} | {r.ppl:.2f} "
               f"| {r.prune_seconds:.0f} | {r.prune_cpu_seconds:.0f} | {r.block_fraction_removed:.1%} |" for r in rows]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
@@ -117,6 +124,8 @@ def main() -> None:
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--eval-seqlen", type=int, default=512)
     p.add_argument("--eval-tokens", type=int, default=16384)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="further PruneConfig fields for every run, e.g. selection=reconstruction")
     p.add_argument("--name", default="smollm2_grid")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -128,7 +137,8 @@ def main() -> None:
     rows = []
     for combo in itertools.product(args.ratios, args.criteria, args.modes, args.allocations, args.gqa,
                                    args.calibrations):
-        row = run_setting(source, tokenizer, heldout, Setting(*combo), args)
+        extra = tuple(tuple(kv.split("=", 1)) for kv in args.set)
+        row = run_setting(source, tokenizer, heldout, Setting(*combo, extra=extra), args)
         rows.append(row)
         print(f"{row.ratio:.0%} {row.allocation} {row.calibration} {row.setting}: ppl {row.ppl:.2f} "
               f"({row.prune_seconds:.0f} s)", flush=True)

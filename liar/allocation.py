@@ -6,6 +6,11 @@ uniform: every layer removes `ratio` of its block. Attention comes in coarse uni
     per KV group, or a whole group), so the attention count is rounded to the nearest unit and the FFN
     absorbs the remainder: each layer lands within half a neuron's cost of the target. Head counts the
     stock config cannot express (LlamaConfig needs hidden_size % heads == 0) are skipped.
+error: reconstruction-aware. Each module's curve of LIAR's output error against units removed (liar.selection,
+    from the layer's own statistics), weighted by the module's output energy over the residual stream's (so an
+    error is the perturbation it makes to the stream each layer reads), then units are removed in order of
+    least weighted error per parameter across all modules: convex curves, so a Lagrangian optimum of
+    Σ error under the parameter budget; each module stays in its own removal order and keeps `min_keep`.
 global: FLAP-style. Unit scores are log-transformed (criteria are positive and span orders of magnitude
     across depth) and standardized per module type across all layers; one ascending ranking of all units
     then removes units in that order, skipping any that would overshoot the parameter target by more than
@@ -28,6 +33,7 @@ class Budget:
     attn_units: int  # attention units removed
     neurons: int  # FFN neurons removed (from every expert, in a mixture of experts)
     experts: int = 0  # whole experts removed (mixture of experts, PruneConfig.expert_ratio)
+    predicted: tuple[float, float] | None = None  # allocation 'error': the relative LIAR error (attn, mlp) expected
 
     def removed_params(self, shape: LayerShape, gqa: str) -> int:
         return self.attn_units * shape.attn_unit_cost(gqa) + self.neurons * shape.neuron_cost
@@ -85,6 +91,65 @@ def global_(
             continue
         removed += cost
     return [Budget(attn_units=u, neurons=n) for u, n in zip(units, neurons, strict=True)]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One module's relative LIAR error after removing steps[i] units (steps[0] = 0, increasing; errors[0] = 0)."""
+
+    steps: list[int]
+    errors: list[float]
+    weight: float = 1.0  # relative error → perturbation of the residual stream
+
+
+def _interpolate(steps: list[int], errors: list[float], units: int) -> float:
+    for (k0, e0), (k1, e1) in zip(zip(steps, errors), zip(steps[1:], errors[1:])):
+        if k0 <= units <= k1:
+            return e0 + (e1 - e0) * (units - k0) / (k1 - k0)
+    raise ValueError(f"{units} units is beyond the curve's last step {steps[-1]}")
+
+
+def _convex_marginals(curve: Curve) -> list[float]:
+    """Per-unit marginal weighted errors, made non-decreasing (the lower convex hull, pool adjacent violators)."""
+    per_unit = [curve.weight * (_interpolate(curve.steps, curve.errors, k + 1)
+                                - _interpolate(curve.steps, curve.errors, k)) for k in range(curve.steps[-1])]
+    blocks: list[list[float]] = []  # [sum, count]
+    for m in per_unit:
+        blocks.append([m, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    return [total / count for total, count in blocks for _ in range(count)]
+
+
+def by_error(shapes: list[LayerShape], attn: list[Curve], mlp: list[Curve], ratio: float, gqa: str) -> list[Budget]:
+    """Remove units in order of least marginal weighted error per parameter until `ratio` of the block
+    parameters is gone (within half the cheapest unit). Curves end at what `min_keep` lets each module give."""
+    candidates = []  # (error per parameter, layer, kind, k, cost)
+    for layer, shape in enumerate(shapes):
+        for kind, curve, cost in (("attn", attn[layer], shape.attn_unit_cost(gqa)),
+                                  ("ffn", mlp[layer], shape.neuron_cost)):
+            candidates += [(m / cost, layer, kind, k, cost) for k, m in enumerate(_convex_marginals(curve))]
+    candidates.sort()
+    target = ratio * sum(s.block_params for s in shapes)
+    slack = min(min(s.attn_unit_cost(gqa), s.neuron_cost) for s in shapes) / 2
+    removed, taken, closed = 0, {}, set()
+    for _, layer, kind, k, cost in candidates:
+        if (layer, kind) in closed or taken.get((layer, kind), 0) != k:
+            continue
+        if removed + cost > target + slack:
+            closed.add((layer, kind))  # its later units are dearer still: keep the module in its own order
+            continue
+        taken[layer, kind] = k + 1
+        removed += cost
+    budgets = []
+    for layer in range(len(shapes)):
+        units, neurons = taken.get((layer, "attn"), 0), taken.get((layer, "ffn"), 0)
+        budgets.append(Budget(attn_units=units, neurons=neurons,
+                              predicted=(_interpolate(attn[layer].steps, attn[layer].errors, units),
+                                         _interpolate(mlp[layer].steps, mlp[layer].errors, neurons))))
+    return budgets
 
 
 def sizes_after(shape: LayerShape, budget: Budget, gqa: str) -> LayerSizes:

@@ -10,7 +10,8 @@ from liar.bytesize import parse_bytes
 
 CRITERIA = ("magnitude", "wanda", "flap", "random")
 RECONSTRUCTIONS = ("liar", "bias", "none")
-ALLOCATIONS = ("uniform", "global")
+SELECTIONS = ("criterion", "reconstruction")
+ALLOCATIONS = ("uniform", "error", "global")
 GQA_MODES = ("per-group", "whole-groups")
 CALIBRATION_MODES = ("dense", "sequential")
 OFFLOADS = ("none", "cpu", "disk")
@@ -49,10 +50,14 @@ class PruneConfig:
                           "(embeddings, norms and the LM head are kept)", "what to prune")
     criterion: str = option("flap", "how channels are scored: magnitude ‖W_col‖, wanda |W|·‖x‖, "
                             "flap var(x)·‖W_col‖², random", "what to prune", CRITERIA)
+    selection: str = option("criterion", "criterion: keep the highest-scoring channels; reconstruction: remove, "
+                            "step by step, the units LIAR rebuilds best from the others (exact error per step; "
+                            "needs --reconstruct liar)", "what to prune", SELECTIONS)
     reconstruct: str = option("liar", "liar: least-squares interpolation of the pruned channels; bias: FLAP mean "
                               "compensation; none: plain slicing", "how to reconstruct", RECONSTRUCTIONS)
-    allocation: str = option("uniform", "uniform: the same ratio in every layer; global: one ranking across "
-                             "layers (needs a scoring pass; output loads with liar.load_pruned)", "what to prune",
+    allocation: str = option("uniform", "uniform: the same ratio in every layer; error: each module's LIAR error "
+                             "curve decides its share (needs a scoring pass); global: FLAP's one criterion ranking "
+                             "across layers (a scoring pass); non-uniform outputs load with liar.load_pruned", "what to prune",
                              ALLOCATIONS)
     gqa: str = option("per-group", "per-group: the same number of query heads kept in every KV group; "
                       "whole-groups: drop KV groups with their query heads", "what to prune", GQA_MODES)
@@ -95,6 +100,7 @@ class PruneConfig:
             raise ValueError(f"ratio={self.ratio} is outside (0, 1): it is the fraction of block parameters removed")
         _choice("criterion", self.criterion, CRITERIA)
         _choice("reconstruct", self.reconstruct, RECONSTRUCTIONS)
+        _choice("selection", self.selection, SELECTIONS)
         _choice("allocation", self.allocation, ALLOCATIONS)
         _choice("gqa", self.gqa, GQA_MODES)
         _choice("calibration", self.calibration, CALIBRATION_MODES)
@@ -116,6 +122,9 @@ class PruneConfig:
             parse_bytes(self.max_memory)
         if not 0.0 <= self.expert_ratio < 1.0:
             raise ValueError(f"expert_ratio={self.expert_ratio} must be in [0, 1): the fraction of experts removed")
+        if self.selection == "reconstruction" and self.reconstruct != "liar":
+            raise ValueError(f"selection='reconstruction' picks the units LIAR rebuilds best; with reconstruct="
+                             f"{self.reconstruct!r} nothing is rebuilt: use --selection criterion or --reconstruct liar")
         if self.reconstruct == "bias" and not self.intercept:
             raise ValueError("reconstruct='bias' adds a bias by definition; drop --no-bias or use reconstruct='liar'")
 

@@ -23,7 +23,7 @@ from liar.config import PruneConfig
 from liar.io.export import block_linear_params, export_note, plan_export
 from liar.io.shards import tensor_digest
 from liar.forward import CalibBatch, NewStore, capture_inputs, run_block
-from liar.pipeline import global_budgets, prune_blocks, uniform_budgets
+from liar.pipeline import error_budgets, global_budgets, prune_blocks, uniform_budgets
 from liar.plan import consumer_bias
 from liar.report import LayerReport, PruneReport, versions
 from liar.structure import LayerShape
@@ -67,16 +67,20 @@ class _Blocks:
         self.sink.commit(index, tensors, report, began)
 
 
+SCORED = {"global": global_budgets, "error": error_budgets}  # allocations that need a scoring pass
+
+
 def _budgets(source, blocks: _Blocks, shapes, batches, config: PruneConfig, new_store: NewStore) -> list[Budget]:
     if blocks.sink.budgets is not None:
-        return [Budget(*b) for b in blocks.sink.budgets]
-    if config.allocation == "global":
+        return [Budget(*b[:3], predicted=None if len(b) < 4 or b[3] is None else tuple(b[3]))
+                for b in blocks.sink.budgets]
+    if config.allocation in SCORED:
         hidden = new_store()
         metas = capture_inputs(source.model, source.layers[0], batches, source.device, hidden)
-        budgets = global_budgets(source.arch, blocks, shapes, metas, hidden, config, new_store)
+        budgets = SCORED[config.allocation](source.arch, blocks, shapes, metas, hidden, config, new_store)
     else:
         budgets = uniform_budgets(source.arch, source.config, shapes, config)
-    blocks.sink.set_budgets([[b.attn_units, b.neurons, b.experts] for b in budgets])
+    blocks.sink.set_budgets([[b.attn_units, b.neurons, b.experts, b.predicted] for b in budgets])
     return budgets
 
 

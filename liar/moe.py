@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from liar import criteria, distributed
+from liar import distributed, selection
 from liar.config import PruneConfig
 from liar.functional import reconstruct
 from liar.models.base import Architecture, MoeSpec
@@ -107,7 +107,7 @@ def _solve_expert(W: torch.Tensor, stats: GramStats, keep: int, config: PruneCon
         errors = {} if stats.n == 0 else dict.fromkeys(("none", "liar"), _slicing_error(W, stats, kept))
         return ExpertPlan(kept, W[:, kept], {"tokens": stats.n, "kept": kept.tolist(), "errors": errors,
                                              "fallback": f"none: {stats.n} routed tokens < {keep} kept neurons"})
-    kept = criteria.channel_scores(config.criterion, W, stats, gen).topk(keep).indices.sort().values
+    kept = selection.kept_neurons(W, stats, F - keep, config, gen, intercept=False)
     if keep == F:
         return ExpertPlan(kept, W, {"tokens": stats.n, "kept": kept.tolist(), "errors": {"none": 0.0, "liar": 0.0},
                                     "fallback": None})

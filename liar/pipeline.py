@@ -12,18 +12,21 @@ this module owns the order of work.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from liar import allocation, criteria, distributed, moe
+from liar import allocation, criteria, distributed, moe, selection
 from liar.activations import TensorStore
 from liar.allocation import Budget
 from liar.config import PruneConfig
 from liar.forward import BatchMeta, NewStore, consumer_map, generator, new_stats, run_block, sum_over_ranks
 from liar.models.base import Architecture
 from liar.prune_layer import prune_layer
+from liar.reconstruct import output_energy
 from liar.report import LayerReport
 from liar.sequential import sequential_step
 from liar.structure import LayerShape, attn_unit_scores
@@ -61,39 +64,83 @@ def dense_step(arch: Architecture, layer: nn.Module, shape: LayerShape, budget: 
     return report, out
 
 
-def _score_block(arch: Architecture, layer: nn.Module, shape: LayerShape, metas: list[BatchMeta],
-                 hidden: TensorStore, config: PruneConfig, index: int, new_store: NewStore):
-    """(attention unit scores, neuron scores, outputs) of one dense block."""
-    stats = new_stats(arch, layer, config.backend)
-    out = run_block(layer, metas, hidden.drain(), consumer_map(arch, layer, stats), new_store())
-    for s in stats.values():
-        sum_over_ranks(s)
-    channel = criteria.channel_scores(config.criterion, arch.attn_consumer(layer).weight, stats["attn"],
-                                      generator(config, index, "attn"))
-    attn = attn_unit_scores(criteria.unit_scores(channel, shape.head_dim), shape, config.gqa)
-    ffn = criteria.channel_scores(config.criterion, arch.ffn_consumer(layer).weight, stats["mlp"],
-                                  generator(config, index, "mlp"))
-    return attn, ffn, out
+def _scoring_pass(arch: Architecture, blocks: Blocks, metas: list[BatchMeta], hidden: TensorStore,
+                  config: PruneConfig, new_store: NewStore, score: Callable[[int, nn.Module, dict, float], tuple]
+                  ) -> list[tuple]:
+    """One pass over the dense blocks: each block's consumer statistics and the mean ‖h‖² per token of its input
+    (the residual stream) go to `score(index, layer, stats, energy)`; its results, one per block."""
+    results = []
+    for i in tqdm(range(len(blocks)), desc="scoring", unit="layer", disable=not distributed.is_main()):
+        with distributed.step():
+            layer = blocks.open(i)
+            stats = new_stats(arch, layer, config.backend)
+            energy = torch.zeros(2, dtype=torch.float64)  # Σ‖h‖², tokens
+            inputs = _metered(hidden.drain(), metas, energy)
+            out = run_block(layer, metas, inputs, consumer_map(arch, layer, stats), new_store())
+            for s in stats.values():
+                sum_over_ranks(s)
+            distributed.all_reduce_(energy)
+            results.append(score(i, layer, stats, float(energy[0] / energy[1])))
+            hidden.clear()
+            hidden = out
+            blocks.close(i, layer, None, time.perf_counter())
+    hidden.clear()
+    return results
+
+
+def _metered(hidden: Iterable[torch.Tensor], metas: list[BatchMeta], energy: torch.Tensor) -> Iterator[torch.Tensor]:
+    for h, meta in zip(hidden, metas, strict=True):
+        sq = h.double().square().sum(-1)
+        sq = sq if meta.mask is None else sq[meta.mask.to(sq.device)]
+        energy += torch.tensor([float(sq.sum()), sq.numel()], dtype=torch.float64)
+        yield h
 
 
 def global_budgets(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], metas: list[BatchMeta],
                    hidden: TensorStore, config: PruneConfig, new_store: NewStore) -> list[Budget]:
     """A scoring pass over the dense model, then one global ranking (see liar.allocation)."""
+
+    def score(i, layer, stats, energy):
+        channel = criteria.channel_scores(config.criterion, arch.attn_consumer(layer).weight, stats["attn"],
+                                          generator(config, i, "attn"))
+        attn = attn_unit_scores(criteria.unit_scores(channel, shapes[i].head_dim), shapes[i], config.gqa)
+        ffn = criteria.channel_scores(config.criterion, arch.ffn_consumer(layer).weight, stats["mlp"],
+                                      generator(config, i, "mlp"))
+        return attn, ffn
+
+    _dense_only(arch, "global")
+    attn_scores, ffn_scores = zip(*_scoring_pass(arch, blocks, metas, hidden, config, new_store, score))
+    return allocation.global_(shapes, list(attn_scores), list(ffn_scores), config.ratio, config.gqa, config.min_keep)
+
+
+def error_budgets(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], metas: list[BatchMeta],
+                  hidden: TensorStore, config: PruneConfig, new_store: NewStore) -> list[Budget]:
+    """A scoring pass that measures each module's LIAR error curve, then allocation.by_error."""
+
+    def score(i, layer, stats, energy):
+        shape = shapes[i]
+        curves = []
+        for kind, consumer, (units, groups), most in (
+                ("attn", arch.attn_consumer(layer), selection.head_units(shape, config.gqa),
+                 shape.attn_units(config.gqa) - shape.min_attn_units(config.gqa, config.min_keep)),
+                ("mlp", arch.ffn_consumer(layer), selection.neuron_units(shape.sizes.ffn),
+                 shape.sizes.ffn - shape.min_neurons(config.min_keep))):
+            run = selection.eliminate(consumer.weight, stats[kind], units, groups, most, config.intercept,
+                                      config.alpha, bias=consumer.bias)
+            weight = output_energy(stats[kind].G, stats[kind].s, stats[kind].n, consumer.weight, consumer.bias,
+                                   torch.float64) / stats[kind].n / energy
+            curves.append(allocation.Curve(run.steps, run.errors, weight))
+        return tuple(curves)
+
+    _dense_only(arch, "error")
+    attn, mlp = zip(*_scoring_pass(arch, blocks, metas, hidden, config, new_store, score))
+    return allocation.by_error(shapes, list(attn), list(mlp), config.ratio, config.gqa)
+
+
+def _dense_only(arch: Architecture, allocation_name: str) -> None:
     if arch.moe is not None:
-        raise ValueError(f"{arch.name}: global allocation is not implemented for mixture-of-experts models; "
-                         "use allocation='uniform'")
-    attn_scores, ffn_scores = [], []
-    for i in tqdm(range(len(blocks)), desc="scoring", unit="layer", disable=not distributed.is_main()):
-        with distributed.step():
-            layer = blocks.open(i)
-            attn, ffn, out = _score_block(arch, layer, shapes[i], metas, hidden, config, i, new_store)
-            hidden.clear()
-            hidden = out
-            attn_scores.append(attn)
-            ffn_scores.append(ffn)
-            blocks.close(i, layer, None, time.perf_counter())
-    hidden.clear()
-    return allocation.global_(shapes, attn_scores, ffn_scores, config.ratio, config.gqa, config.min_keep)
+        raise ValueError(f"{arch.name}: {allocation_name} allocation is not implemented for mixture-of-experts "
+                         "models; use allocation='uniform'")
 
 
 def uniform_budgets(arch: Architecture, model_config, shapes: list[LayerShape], config: PruneConfig) -> list[Budget]:

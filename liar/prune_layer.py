@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liar import criteria, moe
+from liar import moe, selection
 from liar.allocation import Budget
 from liar.config import PruneConfig
 from liar.functional import reconstruct, reconstruct_sequential
 from liar.models.base import Architecture, set_linear
 from liar.report import LayerReport, ModuleReport
 from liar.stats import CrossStats, GramStats
-from liar.structure import LayerShape, heads_to_channels, select_heads, select_neurons
+from liar.structure import LayerShape, heads_to_channels
 
 SOLVE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 Stats = GramStats | CrossStats
@@ -49,9 +49,7 @@ def prune_attention(
     arch: Architecture, layer: nn.Module, shape: LayerShape, stats: Stats, units_removed: int,
     config: PruneConfig, gen: torch.Generator,
 ) -> ModuleReport:
-    o = arch.attn_consumer(layer)
-    channel = criteria.channel_scores(config.criterion, o.weight, _own(stats), gen)
-    plan = select_heads(criteria.unit_scores(channel, shape.head_dim), shape, config.gqa, units_removed)
+    plan = selection.attention_plan(arch.attn_consumer(layer).weight, _own(stats), shape, units_removed, config, gen)
     report = ModuleReport(
         kind="attn", units_before=shape.sizes.num_heads, units_after=plan.kept_heads.numel(),
         kept=plan.kept_heads.tolist(), kept_kv=plan.kept_kv.tolist(), reconstruct=config.reconstruct,
@@ -69,8 +67,7 @@ def prune_ffn(
     arch: Architecture, layer: nn.Module, shape: LayerShape, stats: Stats, removed: int,
     config: PruneConfig, gen: torch.Generator,
 ) -> ModuleReport:
-    channel = criteria.channel_scores(config.criterion, arch.ffn_consumer(layer).weight, _own(stats), gen)
-    kept = select_neurons(channel, removed)
+    kept = selection.kept_neurons(arch.ffn_consumer(layer).weight, _own(stats), removed, config, gen, config.intercept)
     report = ModuleReport(
         kind="mlp", units_before=shape.sizes.ffn, units_after=kept.numel(), kept=kept.tolist(),
         reconstruct=config.reconstruct,
@@ -92,4 +89,6 @@ def prune_layer(
         mlp = moe.prune_moe(arch, layer, stats.pop("mlp"), budget, config, gens["mlp"])
     else:
         mlp = prune_ffn(arch, layer, shape, stats.pop("mlp"), budget.neurons, config, gens["mlp"])
+    if budget.predicted is not None:
+        attn.predicted, mlp.predicted = budget.predicted
     return LayerReport(index=index, attn=attn, mlp=mlp)

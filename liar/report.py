@@ -28,6 +28,7 @@ class ModuleReport:
     escalations: int = 0
     fallback: str | None = None
     errors: dict[str, float] = field(default_factory=dict)  # relative output error on calibration data
+    predicted: float | None = None  # allocation 'error': the relative LIAR error the allocation expected
     tokens: int = 0
     # Mixture of experts only: per expert {tokens, kept, errors, fallback, lam}, and the experts kept.
     experts: list[dict] | None = None
