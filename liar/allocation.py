@@ -6,6 +6,8 @@ uniform: every layer removes `ratio` of its block. Attention comes in coarse uni
     per KV group, or a whole group), so the attention count is rounded to the nearest unit and the FFN
     absorbs the remainder: each layer lands within half a neuron's cost of the target. Head counts the
     stock config cannot express (LlamaConfig needs hidden_size % heads == 0) are skipped.
+depth: SlimGPT-style schedule. Layer l of L removes ratio · (1 − s + 2s·l/(L−1)) (s = DEPTH_SPREAD): half
+    the ratio at the first layer, 1.5× at the last, the mean ratio overall; each layer as in uniform.
 error: reconstruction-aware. Each module's curve of LIAR's output error against units removed (liar.selection,
     from the layer's own statistics), weighted by the module's output energy over the residual stream's (so an
     error is the perturbation it makes to the stream each layer reads), then units are removed in order of
@@ -91,6 +93,15 @@ def global_(
             continue
         removed += cost
     return [Budget(attn_units=u, neurons=n) for u, n in zip(units, neurons, strict=True)]
+
+
+DEPTH_SPREAD = 0.5
+
+
+def depth_ratios(layers: int, ratio: float) -> list[float]:
+    """Per-layer ratios rising linearly with depth around `ratio` (capped below 1)."""
+    ramp = [1 - DEPTH_SPREAD + 2 * DEPTH_SPREAD * i / max(layers - 1, 1) for i in range(layers)]
+    return [min(ratio * r, 0.99) for r in ramp]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from liar.bytesize import parse_bytes
 CRITERIA = ("magnitude", "wanda", "flap", "random")
 RECONSTRUCTIONS = ("liar", "bias", "none")
 SELECTIONS = ("criterion", "reconstruction")
-ALLOCATIONS = ("uniform", "error", "global")
+ALLOCATIONS = ("uniform", "depth", "error", "global")
 GQA_MODES = ("per-group", "whole-groups")
 CALIBRATION_MODES = ("dense", "sequential")
 OFFLOADS = ("none", "cpu", "disk")
@@ -55,7 +55,8 @@ class PruneConfig:
                             "needs --reconstruct liar)", "what to prune", SELECTIONS)
     reconstruct: str = option("liar", "liar: least-squares interpolation of the pruned channels; bias: FLAP mean "
                               "compensation; none: plain slicing", "how to reconstruct", RECONSTRUCTIONS)
-    allocation: str = option("uniform", "uniform: the same ratio in every layer; error: each module's LIAR error "
+    allocation: str = option("uniform", "uniform: the same ratio in every layer; depth: half the ratio at the first "
+                             "layer rising to 1.5x at the last; error: each module's LIAR error "
                              "curve decides its share (needs a scoring pass); global: FLAP's one criterion ranking "
                              "across layers (a scoring pass); non-uniform outputs load with liar.load_pruned", "what to prune",
                              ALLOCATIONS)

@@ -144,8 +144,11 @@ def _dense_only(arch: Architecture, allocation_name: str) -> None:
 
 
 def uniform_budgets(arch: Architecture, model_config, shapes: list[LayerShape], config: PruneConfig) -> list[Budget]:
+    """allocation 'uniform' (every layer `ratio`) and 'depth' (allocation.depth_ratios): no scoring pass."""
     heads_ok = lambda heads: arch.heads_ok(model_config, heads)  # noqa: E731
-    budgets = [allocation.uniform(s, config.ratio, config.gqa, config.min_keep, heads_ok) for s in shapes]
+    ratios = (allocation.depth_ratios(len(shapes), config.ratio) if config.allocation == "depth"
+              else [config.ratio] * len(shapes))
+    budgets = [allocation.uniform(s, r, config.gqa, config.min_keep, heads_ok) for s, r in zip(shapes, ratios)]
     return moe.with_expert_removal(arch, shapes, budgets, config)
 
 

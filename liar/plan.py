@@ -1,8 +1,8 @@
 """`liar prune --dry-run`: what a run would keep, how large the result would be and what it would hold in
 memory, read off the checkpoint's shapes alone (the model is built on the meta device: no weight is read).
 
-Uniform allocation depends only on the shapes, so its plan is exact. Global allocation ranks units by their
-calibration scores: without a calibration pass only the uniform plan at the same ratio can be shown.
+Uniform and depth allocations depend only on the shapes, so their plans are exact. Global and error allocations
+score units on calibration data: without a calibration pass only the uniform plan at the same ratio can be shown.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Plan:
     params_before: int  # whole model
     params_after: int
     stock_loadable: bool
-    exact: bool  # False: global allocation, the uniform plan at the same ratio is shown instead
+    exact: bool  # False: a scored allocation (global, error), the uniform plan at the same ratio is shown instead
     activation_bytes: int
     block_bytes: int  # the largest block's weights in the compute dtype
     statistics_bytes: int  # fp32 Gram statistics of one block's two consumers
@@ -102,7 +102,7 @@ def plan_layers(arch: Architecture, layers: list[nn.Module], shapes: list[LayerS
 def make_plan(arch: Architecture, model_config, layers: list[nn.Module], head_dim: int, config: PruneConfig,
               params_before: int, dtype: torch.dtype) -> Plan:
     """The plan of a run over `layers` (modules with the checkpoint's shapes, e.g. on the meta device)."""
-    exact = config.allocation == "uniform"
+    exact = config.allocation in ("uniform", "depth")
     uniform = config if exact else config.replace(allocation="uniform")
     shapes = [LayerShape.of(arch, layer, head_dim) for layer in layers]
     budgets = uniform_budgets(arch, model_config, shapes, uniform)
@@ -136,7 +136,7 @@ def render(plan: Plan, source: str, config: PruneConfig, dtype: torch.dtype, dev
     lines = [f"plan for {source}: ratio {config.ratio}, {config.criterion}/{config.reconstruct}, "
              f"{config.allocation} allocation, gqa {config.gqa}"]
     if not plan.exact:
-        lines.append("  global allocation ranks units by calibration scores, so its per-layer plan needs the "
+        lines.append(f"  {config.allocation} allocation scores units on calibration data, so its per-layer plan needs the "
                      "calibration pass; shown instead: the uniform plan at the same ratio (same parameter total "
                      "within one unit per layer)")
     groups: dict[tuple, list[int]] = {}

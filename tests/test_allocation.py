@@ -97,3 +97,10 @@ def test_global_budget_hits_target_and_keeps_every_layer_alive():
 def test_select_neurons_keeps_the_strongest_sorted():
     kept = select_neurons(torch.tensor([5.0, 1.0, 4.0, 0.5, 3.0]), removed=2)
     assert kept.tolist() == [0, 2, 4]
+
+
+def test_depth_ratios_rise_with_depth_around_the_ratio():
+    ratios = allocation.depth_ratios(30, 0.2)
+    assert ratios[0] == pytest.approx(0.1) and ratios[-1] == pytest.approx(0.3)
+    assert all(b > a for a, b in zip(ratios, ratios[1:])) and sum(ratios) / 30 == pytest.approx(0.2)
+    assert max(allocation.depth_ratios(8, 0.9)) < 1

@@ -101,10 +101,11 @@ def test_kept_query_key_value_rows_and_biases_are_the_dense_ones():
 
 
 @pytest.mark.parametrize("reconstruct", ["liar", "bias", "none"])
-@pytest.mark.parametrize("allocation", ["uniform", "global"])
+@pytest.mark.parametrize("allocation", ["uniform", "depth", "error", "global"])
 def test_physical_pruning_equals_masked_reconstruction(reconstruct, allocation):
     dense = tiny_bert()
-    pruned, report = prune_copy(dense, ratio=0.35, reconstruct=reconstruct, allocation=allocation)
+    selection = "reconstruction" if reconstruct == "liar" and allocation == "error" else "criterion"
+    pruned, report = prune_copy(dense, ratio=0.35, reconstruct=reconstruct, allocation=allocation, selection=selection)
     expected, got = outputs(masked_dense(dense, pruned, report, HEAD_DIM)), outputs(pruned)
     assert float((got - expected).abs().max()) < 1e-5 * float(expected.abs().max())
 

@@ -48,9 +48,11 @@ def streamed_equals_in_memory(model, config: liar.PruneConfig, tmp_path: Path):
 
 
 @pytest.mark.parametrize("calibration", ["dense", "sequential"])
-@pytest.mark.parametrize("allocation", ["uniform", "global"])
-def test_streaming_equals_in_memory(calibration, allocation, tmp_path):
-    config = liar.PruneConfig(**FAST, ratio=0.35, calibration=calibration, allocation=allocation)
+@pytest.mark.parametrize("allocation,selection", [("uniform", "criterion"), ("global", "criterion"),
+                                                  ("error", "reconstruction")])
+def test_streaming_equals_in_memory(calibration, allocation, selection, tmp_path):
+    config = liar.PruneConfig(**FAST, ratio=0.35, calibration=calibration, allocation=allocation,
+                              selection=selection)
     streamed, in_memory = streamed_equals_in_memory(tiny_model(num_hidden_layers=3, intermediate_size=160), config,
                                                     tmp_path)
     assert [l.mlp.kept for l in streamed.layers] == [l.mlp.kept for l in liar.PruneReport.load(
