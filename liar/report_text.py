@@ -47,7 +47,8 @@ def _header(report: PruneReport) -> list[str]:
         f"model: {m.get('source')} ({m.get('architecture')})",
         f"  parameters: {m.get('params_before', 0):,} -> {m.get('params_after', 0):,} "
         f"(blocks -{m.get('block_fraction_removed', 0):.1%}, whole model -{m.get('model_fraction_removed', 0):.1%})",
-        f"  config: ratio {c.get('ratio')}, criterion {c.get('criterion')}, reconstruct {c.get('reconstruct')}"
+        f"  config: ratio {c.get('ratio')}, selection {c.get('selection', 'criterion')} (criterion "
+        f"{c.get('criterion')}), reconstruct {c.get('reconstruct')}"
         f"{'' if c.get('intercept', True) else ' (no bias)'}, allocation {c.get('allocation')}, gqa {c.get('gqa')}, "
         f"alpha {c.get('alpha')}",
         f"  calibration: {c.get('calibration')}, {cal.get('nsamples')} x {cal.get('seqlen')} = "
@@ -71,6 +72,10 @@ def _means(report: PruneReport) -> list[str]:
         e = report.mean_errors(kind)
         if e:
             lines.append(f"  mean relative error, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in e.items()))
+        predicted = [getattr(layer, kind).predicted for layer in report.layers]
+        if predicted and None not in predicted:
+            lines.append(f"    liar error the {report.config.get('allocation')} allocation predicted: "
+                         f"{sum(predicted) / len(predicted):.4f}")
     return lines
 
 
