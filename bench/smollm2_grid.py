@@ -110,7 +110,8 @@ def write(rows: list[Row], name: str, dense: dict[str, dict]) -> None:
             "prune wall s", "prune CPU s", "blocks removed"]
     dense_line = (f"Dense SmolLM2-135M held-out perplexity: IMDB {dense['imdb']['ppl']:.2f}, Wikipedia (BoolQ "
                   f"passages) {dense['wiki']['ppl']:.2f}")
-    lines = [dense_line, "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    tag = f"commit {rows[0].commit}, {rows[0].device}, torch {rows[0].torch}, liar {rows[0].liar}"
+    lines = [dense_line, "", tag, "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     lines += [f"| {r.ratio:.0%} | {r.allocation} | {r.calibration} | {r.calib} | {r.criterion} | {r.reconstruct} "
               f"| {r.ppl:.2f} | {r.ppl_wiki:.2f} | {r.prune_seconds:.0f} | {r.prune_cpu_seconds:.0f} "
               f"| {r.block_fraction_removed:.1%} |" for r in rows]
