@@ -1,11 +1,12 @@
 """Quality grid on the real SmolLM2-135M: held-out perplexity and wall time per pruning setting.
 
     python bench/smollm2_grid.py --ratios 0.2 0.5 --criteria magnitude wanda flap random \
-        --modes none bias liar --allocations uniform --name smollm2_grid
+        --modes none bias liar --allocations uniform --calib imdb mix --name smollm2_grid
 
-Every run prunes the embedded SmolLM2-135M (fp32, CPU) calibrated on the IMDB calibration split and is
-scored on the held-out split (text never used for calibration). Rows go to bench/results/<name>.csv and a
-markdown table to bench/results/<name>.md, tagged with device, versions and commit.
+Every run prunes the embedded SmolLM2-135M (fp32, CPU) calibrated on the calibration split of a named corpus
+(`--calib`, liar.corpora; default imdb) and is scored on two held-out splits (text never used for calibration):
+IMDB reviews (in-domain for the default) and BoolQ's Wikipedia passages (out-of-domain for IMDB). Rows go to
+bench/results/<name>.csv and a markdown table to bench/results/<name>.md, tagged with device, versions and commit.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 import liar
-from liar import data
+from liar import corpora, data
 from liar.eval import perplexity
 from liar.io.load import load_pruned, load_tokenizer, resolve_source
 from liar.report import versions
@@ -38,6 +39,7 @@ class Setting:
     allocation: str
     gqa: str
     calibration: str = "dense"
+    calib: str = "imdb"
     extra: tuple[tuple[str, str], ...] = ()  # further PruneConfig fields (--set KEY=VALUE)
 
 
@@ -55,7 +57,9 @@ class Row:
     allocation: str
     gqa: str
     calibration: str
-    ppl: float
+    calib: str
+    ppl: float  # held-out IMDB
+    ppl_wiki: float  # held-out Wikipedia passages (BoolQ)
     eval_tokens: int
     prune_seconds: float
     prune_cpu_seconds: float  # process CPU time: less sensitive than wall time to other jobs on the machine
@@ -77,38 +81,48 @@ def commit() -> str:
         return "unknown"
 
 
-def run_setting(source, tokenizer, heldout, s: Setting, args) -> Row:
+def heldout_ppl(model, heldout: dict[str, torch.Tensor], args) -> dict[str, dict]:
+    return {name: perplexity(model, ids, seqlen=args.eval_seqlen) for name, ids in heldout.items()}
+
+
+def run_setting(source, tokenizer, heldout: dict[str, torch.Tensor], s: Setting, args) -> Row:
     model = load_pruned(source)
     config = liar.PruneConfig(ratio=s.ratio, criterion=s.criterion, reconstruct=s.reconstruct,
-                              allocation=s.allocation, gqa=s.gqa, calibration=s.calibration,
+                              allocation=s.allocation, gqa=s.gqa, calibration=s.calibration, calib=s.calib,
                               nsamples=args.nsamples, seqlen=args.seqlen,
                               **{k: _typed(k, v) for k, v in s.extra})
     start, cpu = time.perf_counter(), time.process_time()
     report = liar.prune(model, None, config, tokenizer=tokenizer)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    result = perplexity(model, heldout, seqlen=args.eval_seqlen)
+    result = heldout_ppl(model, heldout, args)
     v = versions()
     return Row(
-        setting="/".join([s.criterion, s.reconstruct] + [f"{k}={v}" for k, v in s.extra]), ratio=s.ratio, criterion=s.criterion, reconstruct=s.reconstruct,
-        allocation=s.allocation, gqa=s.gqa, calibration=s.calibration, ppl=result["ppl"],
-        eval_tokens=result["tokens"], prune_seconds=seconds, prune_cpu_seconds=cpu, params_after=report.model["params_after"],
+        setting="/".join([s.criterion, s.reconstruct] + [f"{k}={v}" for k, v in s.extra]), ratio=s.ratio,
+        criterion=s.criterion, reconstruct=s.reconstruct,
+        allocation=s.allocation, gqa=s.gqa, calibration=s.calibration, calib=s.calib, ppl=result["imdb"]["ppl"],
+        ppl_wiki=result["wiki"]["ppl"], eval_tokens=result["imdb"]["tokens"], prune_seconds=seconds,
+        prune_cpu_seconds=cpu, params_after=report.model["params_after"],
         block_fraction_removed=report.model["block_fraction_removed"],
         attn_err_liar=report.mean_errors("attn")["liar"], mlp_err_liar=report.mean_errors("mlp")["liar"],
         device=report.backends["device"], torch=v["torch"], liar=v["liar"], commit=commit(),
     )
 
 
-def write(rows: list[Row], name: str, dense_ppl: float) -> None:
+def write(rows: list[Row], name: str, dense: dict[str, dict]) -> None:
     RESULTS.mkdir(exist_ok=True)
     with (RESULTS / f"{name}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[x.name for x in dataclasses.fields(Row)])
         writer.writeheader()
         writer.writerows(dataclasses.asdict(r) for r in rows)
-    lines = [f"Dense SmolLM2-135M held-out perplexity: {dense_ppl:.2f}", "",
-             "| ratio | allocation | calibration | criterion | reconstruct (+ settings) | ppl | prune wall s | prune CPU s "
-             "| blocks removed |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.ratio:.0%} | {r.allocation} | {r.calibration} | {r.criterion} | {r.setting} | {r.ppl:.2f} "
-              f"| {r.prune_seconds:.0f} | {r.prune_cpu_seconds:.0f} | {r.block_fraction_removed:.1%} |" for r in rows]
+    head = ["ratio", "allocation", "calibration", "calib text", "criterion", "reconstruct (+ settings)", "ppl IMDB",
+            "ppl wiki", "prune wall s", "prune CPU s", "blocks removed"]
+    dense_line = (f"Dense SmolLM2-135M held-out perplexity: IMDB {dense['imdb']['ppl']:.2f}, Wikipedia (BoolQ "
+                  f"passages) {dense['wiki']['ppl']:.2f}")
+    tag = f"commit {rows[0].commit}, {rows[0].device}, torch {rows[0].torch}, liar {rows[0].liar}"
+    lines = [dense_line, "", tag, "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    lines += [f"| {r.ratio:.0%} | {r.allocation} | {r.calibration} | {r.calib} | {r.criterion} | {r.setting} "
+              f"| {r.ppl:.2f} | {r.ppl_wiki:.2f} | {r.prune_seconds:.0f} | {r.prune_cpu_seconds:.0f} "
+              f"| {r.block_fraction_removed:.1%} |" for r in rows]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -120,6 +134,7 @@ def main() -> None:
     p.add_argument("--allocations", nargs="+", default=["uniform"])
     p.add_argument("--gqa", nargs="+", default=["per-group"])
     p.add_argument("--calibrations", nargs="+", default=["dense"])
+    p.add_argument("--calib", nargs="+", default=["imdb"], choices=corpora.NAMES, help="calibration corpora")
     p.add_argument("--nsamples", type=int, default=64)
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--eval-seqlen", type=int, default=512)
@@ -131,18 +146,19 @@ def main() -> None:
     torch.manual_seed(0)
     source = resolve_source(None)
     tokenizer = load_tokenizer(source)
-    heldout = data.token_stream(tokenizer, data.imdb_texts("heldout"), args.eval_tokens)
-    dense_ppl = perplexity(load_pruned(source), heldout, seqlen=args.eval_seqlen)["ppl"]
-    print(f"dense ppl {dense_ppl:.3f}", flush=True)
+    heldout = {name: data.token_stream(tokenizer, corpora.texts(name, "heldout"), args.eval_tokens)
+               for name in ("imdb", "wiki")}
+    dense = heldout_ppl(load_pruned(source), heldout, args)
+    print(f"dense ppl imdb {dense['imdb']['ppl']:.3f} wiki {dense['wiki']['ppl']:.3f}", flush=True)
     rows = []
     for combo in itertools.product(args.ratios, args.criteria, args.modes, args.allocations, args.gqa,
-                                   args.calibrations):
+                                   args.calibrations, args.calib):
         extra = tuple(tuple(kv.split("=", 1)) for kv in args.set)
         row = run_setting(source, tokenizer, heldout, Setting(*combo, extra=extra), args)
         rows.append(row)
-        print(f"{row.ratio:.0%} {row.allocation} {row.calibration} {row.setting}: ppl {row.ppl:.2f} "
-              f"({row.prune_seconds:.0f} s)", flush=True)
-        write(rows, args.name, dense_ppl)
+        print(f"{row.ratio:.0%} {row.allocation} {row.calibration} {row.calib} {row.setting}: ppl imdb {row.ppl:.2f} "
+              f"wiki {row.ppl_wiki:.2f} ({row.prune_seconds:.0f} s)", flush=True)
+        write(rows, args.name, dense)
 
 
 if __name__ == "__main__":

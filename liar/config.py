@@ -14,6 +14,7 @@ SELECTIONS = ("criterion", "reconstruction")
 ALLOCATIONS = ("uniform", "depth", "error", "global")
 GQA_MODES = ("per-group", "whole-groups")
 CALIBRATION_MODES = ("dense", "sequential")
+CORPORA = ("imdb", "wiki", "sciq", "mix")  # named calibration / evaluation texts (liar.corpora)
 OFFLOADS = ("none", "cpu", "disk")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -69,8 +70,10 @@ class PruneConfig:
                               SOLVE_DTYPES)
     min_keep: float = option(0.1, "the least fraction of heads (KV groups) and of neurons any layer keeps "
                              "(at least one unit)", "what to prune")
-    calib: str | None = option(None, "calibration text file (.txt, .jsonl or .csv)", "calibration",
-                               default_text="the embedded IMDB reviews", metavar="FILE")
+    calib: str | None = option(None, f"calibration text: a named corpus ({', '.join(CORPORA)}: the calibration "
+                               "split of IMDB reviews, Wikipedia passages, science paragraphs, or all three in "
+                               "equal shares) or a .txt/.jsonl/.csv file", "calibration",
+                               default_text="imdb", metavar="NAME|FILE")
     nsamples: int = option(64, "calibration sequences", "calibration")
     seqlen: int = option(512, "tokens per calibration sequence", "calibration")
     batch_size: int = option(8, "calibration sequences per forward pass", "calibration")

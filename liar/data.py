@@ -190,15 +190,21 @@ def rotten_tomatoes(split: str, seed: int = 0) -> tuple[list[str], list[int]]:
     return [_clean(rows[i]["text"]) for i in chosen], [int(rows[i]["label"]) for i in chosen]
 
 
+def shuffled(texts: list[str], seed: int | None) -> list[str]:
+    """`texts` in the order `seed` draws them (unchanged when None)."""
+    if seed is None:
+        return list(texts)
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    return [texts[i] for i in order]
+
+
 def token_stream(tokenizer, texts: list[str], max_tokens: int, seed: int | None = None) -> torch.Tensor:
     """Concatenate documents (shuffled when `seed` is given), EOS-separated, up to max_tokens ids: [T]."""
-    order = list(range(len(texts)))
-    if seed is not None:
-        random.Random(seed).shuffle(order)
     sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     ids: list[int] = []
-    for i in order:
-        ids += tokenizer(texts[i], add_special_tokens=False)["input_ids"] + sep
+    for text in shuffled(texts, seed):
+        ids += tokenizer(text, add_special_tokens=False)["input_ids"] + sep
         if len(ids) >= max_tokens:
             break
     return torch.tensor(ids[:max_tokens], dtype=torch.long)
@@ -225,9 +231,9 @@ def windows(stream: torch.Tensor, seqlen: int, prefix: list[int], count: int | N
     return torch.cat([torch.tensor(prefix, dtype=chunks.dtype).expand(n, len(prefix)), chunks], dim=1)
 
 
-def calibration_ids(tokenizer, texts: list[str], nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
-    """nsamples non-overlapping windows of seqlen tokens from the shuffled documents, each starting with the
-    tokenizer's prefix tokens (`window_prefix`): [nsamples, seqlen]."""
+def calibration_ids(tokenizer, texts: list[str], nsamples: int, seqlen: int, seed: int | None) -> torch.Tensor:
+    """nsamples non-overlapping windows of seqlen tokens from the documents shuffled by `seed` (in the given order
+    when None), each starting with the tokenizer's prefix tokens (`window_prefix`): [nsamples, seqlen]."""
     prefix = window_prefix(tokenizer)
     need = nsamples * (seqlen - len(prefix))
     stream = token_stream(tokenizer, texts, need, seed=seed)
@@ -240,9 +246,10 @@ def calibration_ids(tokenizer, texts: list[str], nsamples: int, seqlen: int, see
 
 
 def sentence_batches(tokenizer, texts: list[str], nsamples: int, max_len: int, batch_size: int,
-                     seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Encoder calibration: `nsamples` shuffled texts, each one sample (special tokens added, truncated to
-    max_len), batched in length order and right-padded per batch: [(ids [B, L], mask [B, L]), ...].
+                     seed: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Encoder calibration: the first `nsamples` texts after shuffling by `seed` (as given when None), each one
+    sample (special tokens added, truncated to max_len), batched in length order and right-padded per batch:
+    [(ids [B, L], mask [B, L]), ...].
 
     The length order keeps padding small (each batch pads to nearly its own length); padded positions are
     masked out of every statistic, so the order changes no result.
@@ -252,9 +259,8 @@ def sentence_batches(tokenizer, texts: list[str], nsamples: int, max_len: int, b
                          "pass more text or lower --nsamples")
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token, so sentences cannot be batched; set tokenizer.pad_token")
-    order = list(range(len(texts)))
-    random.Random(seed).shuffle(order)
-    encoded = [tokenizer(texts[i], truncation=True, max_length=max_len)["input_ids"] for i in order[:nsamples]]
+    chosen = shuffled(texts, seed)[:nsamples]
+    encoded = [tokenizer(t, truncation=True, max_length=max_len)["input_ids"] for t in chosen]
     encoded.sort(key=len)
     batches = []
     for start in range(0, nsamples, batch_size):

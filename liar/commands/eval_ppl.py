@@ -1,20 +1,22 @@
-"""`liar eval ppl`: perplexity of a model on a text file (default: the embedded held-out IMDB reviews)."""
+"""`liar eval ppl`: perplexity of a model on the held-out split of a named corpus (default imdb) or a text file."""
 
 from __future__ import annotations
 
 import argparse
 
 from liar.commands.eval_zeroshot import SEQLEN_HELP, seqlen_type
-from liar.config import DEVICES, DTYPES
+from liar.config import CORPORA, DEVICES, DTYPES
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("ppl", help="perplexity on a text file (default: held-out IMDB reviews)",
-                              description="Perplexity over non-overlapping windows of a text file.")
+    p = subparsers.add_parser("ppl", help="perplexity on held-out text (default: held-out IMDB reviews)",
+                              description="Perplexity over non-overlapping windows of a named corpus's held-out "
+                                          "split or of a text file.")
     p.add_argument("--model", default=None, metavar="DIR",
                    help="model folder (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--text", default=None, metavar="FILE",
-                   help=".txt/.jsonl/.csv file (default: the embedded held-out IMDB reviews)")
+    p.add_argument("--text", default="imdb", metavar="NAME|FILE",
+                   help=f"the held-out split of a named corpus ({', '.join(CORPORA)}; never used by --calib NAME) "
+                        "or a .txt/.jsonl/.csv file (default: imdb)")
     p.add_argument("--seqlen", type=seqlen_type, default=512, help=SEQLEN_HELP + " (default: 512)")
     p.add_argument("--max-tokens", type=int, default=16384, help="tokens evaluated at most (default: 16384)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> dict:
     import logging
     import time
 
-    from liar import data
+    from liar import corpora, data
     from liar.devices import resolve_device, resolve_dtype
     from liar.eval import check_causal_lm, perplexity, resolve_seqlen
     from liar.io.load import load_pruned, load_tokenizer, resolve_source
@@ -56,10 +58,10 @@ def run(args: argparse.Namespace) -> dict:
     for warning in seqlen_warnings(seqlen, model.config):
         logging.getLogger("liar").warning(warning)
     tokenizer = load_tokenizer(source)
-    texts = data.read_texts(args.text) if args.text else data.imdb_texts("heldout")
+    texts, described = corpora.resolve(args.text, "heldout")
     ids = data.token_stream(tokenizer, texts, args.max_tokens)
     result = perplexity(model, ids, seqlen=seqlen, batch_size=args.batch_size, prefix=data.window_prefix(tokenizer))
-    result.update(model=str(source), text=args.text or "embedded IMDB reviews (held-out split)",
+    result.update(model=str(source), text=str(args.text), text_source=described,
                   seconds=time.perf_counter() - started)
     print(f"perplexity {result['ppl']:.3f} over {result['tokens']} tokens ({result['seconds']:.1f} s)")
     return result

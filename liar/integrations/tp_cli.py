@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from liar import data
+from liar import corpora, data
 from liar.integrations.torch_pruning import MODES, TPReconstructor, tp, traceable
 from liar.integrations.stock_config import bias_policy, finalize_config
 from liar.models import architecture_for
@@ -30,7 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="transformers checkpoint folder (LLaMA / Mistral / Qwen2)")
     p.add_argument("--out", required=True, help="output folder (must not exist)")
     p.add_argument("--ratio", type=float, required=True, help="TP pruning_ratio and head_pruning_ratio, in (0, 1)")
-    p.add_argument("--calib", required=True, help="calibration text (.txt blank-line separated, .jsonl, .csv)")
+    p.add_argument("--calib", required=True, help=f"calibration text: a named corpus ({', '.join(corpora.NAMES)}) or a "
+                   "file (.txt blank-line separated, .jsonl, .csv)")
     p.add_argument("--nsamples", type=int, default=64)
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--reconstruct", choices=MODES, default="liar")
@@ -78,7 +79,8 @@ def run(args: argparse.Namespace) -> dict:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     arch = architecture_for(model)
-    ids = data.calibration_ids(tokenizer, data.read_texts(args.calib), args.nsamples, args.seqlen, args.seed)
+    texts, _ = corpora.resolve(args.calib, "calib", args.seed)
+    ids = data.calibration_ids(tokenizer, texts, args.nsamples, args.seqlen, seed=None)
     before = sum(p.numel() for p in model.parameters())
     start = time.perf_counter()
     pruner = build_pruner(model, ids[:1, :16], args.ratio, args.keep_hidden)
