@@ -21,7 +21,7 @@ from pathlib import Path
 
 import liar
 from bench.smollm2_grid import commit
-from liar import data
+from liar import corpora, data
 from liar.eval import perplexity
 from liar.io.load import load_pruned, load_tokenizer, resolve_source
 
@@ -43,14 +43,7 @@ def shared(a: set, b: set) -> float:
 
 
 def heldout(tokenizer, text: str, tokens: int):
-    texts = data.imdb_texts("heldout") if text == "imdb" else _corpus(text)
-    return data.token_stream(tokenizer, texts, tokens)
-
-
-def _corpus(name: str) -> list[str]:
-    from liar import corpora  # the named corpora (out-of-domain text)
-
-    return corpora.heldout_texts(name)
+    return data.token_stream(tokenizer, corpora.texts(text, "heldout"), tokens)
 
 
 def main() -> None:
