@@ -26,6 +26,7 @@ from liar.models.base import Architecture
 from liar.prune_layer import prune_layer
 from liar.report import LayerReport
 from liar.sequential import sequential_step
+from liar.stats import FoldedStats, GramStats
 from liar.structure import LayerShape, attn_unit_scores
 
 
@@ -47,7 +48,7 @@ def dense_step(arch: Architecture, layer: nn.Module, shape: LayerShape, budget: 
                ) -> tuple[LayerReport, TensorStore]:
     """Statistics of the dense block, its outputs for the next block, then the block pruned in place."""
     began = time.perf_counter()
-    stats = new_stats(arch, layer, config.backend)
+    stats = new_stats(arch, layer, config.backend, cls=FoldedStats if config.alpha == "auto" else GramStats)
     timer: dict = {}
     out = run_block(layer, metas, hidden.drain(), consumer_map(arch, layer, stats), new_store(), timer)
     for kind, s in stats.items():
