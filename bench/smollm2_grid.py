@@ -15,8 +15,10 @@ import argparse
 import csv
 import dataclasses
 import itertools
+import statistics
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import liar
 from liar import corpora, data
 from liar.eval import perplexity
 from liar.io.load import load_pruned, load_tokenizer, resolve_source
-from liar.report import versions
+from liar.report import PruneReport, versions
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -85,7 +87,7 @@ def heldout_ppl(model, heldout: dict[str, torch.Tensor], args) -> dict[str, dict
     return {name: perplexity(model, ids, seqlen=args.eval_seqlen) for name, ids in heldout.items()}
 
 
-def run_setting(source, tokenizer, heldout: dict[str, torch.Tensor], s: Setting, args) -> Row:
+def run_setting(source, tokenizer, heldout: dict[str, torch.Tensor], s: Setting, args) -> tuple[Row, PruneReport]:
     model = load_pruned(source)
     config = liar.PruneConfig(ratio=s.ratio, criterion=s.criterion, reconstruct=s.reconstruct,
                               allocation=s.allocation, gqa=s.gqa, calibration=s.calibration, calib=s.calib,
@@ -105,15 +107,42 @@ def run_setting(source, tokenizer, heldout: dict[str, torch.Tensor], s: Setting,
         block_fraction_removed=report.model["block_fraction_removed"],
         attn_err_liar=report.mean_errors("attn")["liar"], mlp_err_liar=report.mean_errors("mlp")["liar"],
         device=report.backends["device"], torch=v["torch"], liar=v["liar"], commit=commit(),
-    )
+    ), report
 
 
-def write(rows: list[Row], name: str, dense: dict[str, dict]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    with (RESULTS / f"{name}.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[x.name for x in dataclasses.fields(Row)])
+def alpha_rows(row: Row, report: PruneReport) -> list[dict]:
+    """alpha='auto': per layer and consumer, the α chosen and the held-out error at it and at the default 0.01."""
+    return [{"ratio": row.ratio, "setting": row.setting, "layer": layer.index, "kind": m.kind, "alpha": m.alpha,
+             "heldout_err": m.alpha_heldout[f"{m.alpha:.3g}"], "heldout_err_at_0.01": m.alpha_heldout["0.01"],
+             "commit": row.commit}
+            for layer in report.layers for m in (layer.attn, layer.mlp) if m.alpha_heldout]
+
+
+def alpha_lines(chosen: list[dict]) -> list[str]:
+    """Markdown: how often each α was chosen, per ratio and consumer kind, with the held-out error it saves."""
+    lines = ["", "α chosen by alpha='auto' (layers per value; held-out fold error, median over layers, at the chosen "
+             "α vs at 0.01):", "", "| ratio | setting | consumer | α: layers | err chosen | err 0.01 |", "|---|---|---|---|---|---|"]
+    key = lambda r: (r["ratio"], r["setting"], r["kind"])  # noqa: E731
+    for (ratio, setting, kind), rows in itertools.groupby(sorted(chosen, key=key), key=key):
+        rows = list(rows)
+        counts = ", ".join(f"{a:.3g}: {c}" for a, c in sorted(Counter(r["alpha"] for r in rows).items()))
+        lines.append(f"| {ratio:.0%} | {setting} | {kind} | {counts} | {statistics.median(r['heldout_err'] for r in rows):.4f} "
+                     f"| {statistics.median(r['heldout_err_at_0.01'] for r in rows):.4f} |")
+    return lines
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(dataclasses.asdict(r) for r in rows)
+        writer.writerows(rows)
+
+
+def write(rows: list[Row], name: str, dense: dict[str, dict], chosen: list[dict]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    write_csv(RESULTS / f"{name}.csv", [dataclasses.asdict(r) for r in rows])
+    if chosen:
+        write_csv(RESULTS / f"{name}_alpha.csv", chosen)
     head = ["ratio", "allocation", "calibration", "calib text", "criterion", "reconstruct (+ settings)", "ppl IMDB",
             "ppl wiki", "prune wall s", "prune CPU s", "blocks removed"]
     dense_line = (f"Dense SmolLM2-135M held-out perplexity: IMDB {dense['imdb']['ppl']:.2f}, Wikipedia (BoolQ "
@@ -123,6 +152,7 @@ def write(rows: list[Row], name: str, dense: dict[str, dict]) -> None:
     lines += [f"| {r.ratio:.0%} | {r.allocation} | {r.calibration} | {r.calib} | {r.criterion} | {r.setting} "
               f"| {r.ppl:.2f} | {r.ppl_wiki:.2f} | {r.prune_seconds:.0f} | {r.prune_cpu_seconds:.0f} "
               f"| {r.block_fraction_removed:.1%} |" for r in rows]
+    lines += alpha_lines(chosen) if chosen else []
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -140,7 +170,8 @@ def main() -> None:
     p.add_argument("--eval-seqlen", type=int, default=512)
     p.add_argument("--eval-tokens", type=int, default=16384)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="further PruneConfig fields for every run, e.g. selection=reconstruction")
+                   help="further PruneConfig fields for every run, e.g. selection=reconstruction alpha=auto "
+                   "(with alpha=auto the α each consumer chose goes to <name>_alpha.csv and the markdown)")
     p.add_argument("--name", default="smollm2_grid")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -150,15 +181,16 @@ def main() -> None:
                for name in ("imdb", "wiki")}
     dense = heldout_ppl(load_pruned(source), heldout, args)
     print(f"dense ppl imdb {dense['imdb']['ppl']:.3f} wiki {dense['wiki']['ppl']:.3f}", flush=True)
-    rows = []
+    rows, chosen = [], []
     for combo in itertools.product(args.ratios, args.criteria, args.modes, args.allocations, args.gqa,
                                    args.calibrations, args.calib):
         extra = tuple(tuple(kv.split("=", 1)) for kv in args.set)
-        row = run_setting(source, tokenizer, heldout, Setting(*combo, extra=extra), args)
+        row, report = run_setting(source, tokenizer, heldout, Setting(*combo, extra=extra), args)
         rows.append(row)
+        chosen += alpha_rows(row, report)
         print(f"{row.ratio:.0%} {row.allocation} {row.calibration} {row.calib} {row.setting}: ppl imdb {row.ppl:.2f} "
               f"wiki {row.ppl_wiki:.2f} ({row.prune_seconds:.0f} s)", flush=True)
-        write(rows, args.name, dense)
+        write(rows, args.name, dense, chosen)
 
 
 if __name__ == "__main__":

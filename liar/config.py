@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -27,19 +28,30 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(allowed)}")
 
 
+def number_or_auto(text: str) -> float | str:
+    """A command-line damping: 'auto' or a number (validated by PruneConfig)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
+
+
 GROUPS = ("what to prune", "how to reconstruct", "calibration", "resources", "output")
 
 
 def option(default, help: str, group: str, choices: tuple[str, ...] | None = None, *, default_text: str | None = None,
-           flag: str | None = None, metavar: str | None = None):
+           flag: str | None = None, metavar: str | None = None, parse=None):
     """A PruneConfig field with its command-line description: the one source of `liar prune --help`.
 
     default_text: how --help names a None default; flag: a boolean's switch (it flips the default);
-    metavar: the value's name in --help (default: the field's name)."""
+    metavar: the value's name in --help (default: the field's name); parse: how the command line's text becomes
+    the value (default: the default's type)."""
     if group not in GROUPS:
         raise ValueError(f"group={group!r}; choose one of {GROUPS}")
     meta = {"help": help, "group": group, "choices": choices, "default_text": default_text, "flag": flag,
-            "metavar": metavar}
+            "metavar": metavar, "parse": parse}
     return field(default=default, metadata=meta)
 
 
@@ -65,7 +77,9 @@ class PruneConfig:
                       "whole-groups: drop KV groups with their query heads", "what to prune", GQA_MODES)
     intercept: bool = option(True, "bias-free variant: do not fold the interpolation intercept into a bias",
                              "how to reconstruct", flag="--no-bias")
-    alpha: float = option(1e-2, "damping of the solve, λ = alpha · mean(diag C_RR)", "how to reconstruct")
+    alpha: float | str = option(1e-2, "damping of the solve, λ = alpha · mean(diag C_RR); auto: chosen per consumer "
+                                "from 1e-4..1 by 2-fold cross-validation on the calibration batches (dense "
+                                "calibration, at least two batches)", "how to reconstruct", parse=number_or_auto)
     solve_dtype: str = option("float32", "precision of the least-squares solves", "how to reconstruct",
                               SOLVE_DTYPES)
     min_keep: float = option(0.1, "the least fraction of heads (KV groups) and of neurons any layer keeps "
@@ -114,9 +128,7 @@ class PruneConfig:
         _choice("solve_dtype", self.solve_dtype, SOLVE_DTYPES)
         _choice("backend", self.backend, BACKENDS)
         _choice("save_dtype", self.save_dtype, DTYPES)
-        if not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha={self.alpha} must be a finite number >= 0 (the damping is alpha · mean(diag C_RR));"
-                             " the default 0.01 suits most models")
+        self._check_alpha()
         if not 0.0 <= self.min_keep < 1.0:
             raise ValueError(f"min_keep={self.min_keep} must be in [0, 1)")
         for name in ("nsamples", "seqlen", "batch_size"):
@@ -131,6 +143,25 @@ class PruneConfig:
                              f"{self.reconstruct!r} nothing is rebuilt: use --selection criterion or --reconstruct liar")
         if self.reconstruct == "bias" and not self.intercept:
             raise ValueError("reconstruct='bias' adds a bias by definition; drop --no-bias or use reconstruct='liar'")
+
+    def _check_alpha(self) -> None:
+        if self.alpha == "auto":
+            if self.reconstruct != "liar":
+                raise ValueError(f"alpha='auto' chooses the damping of LIAR's solve; reconstruct={self.reconstruct!r} "
+                                 "solves nothing: give a number or use reconstruct='liar'")
+            if self.calibration != "dense":
+                raise ValueError("alpha='auto' is for dense calibration (its folds are dense statistics); "
+                                 "sequential calibration takes a number, e.g. alpha=0.01")
+            if self.nsamples <= self.batch_size:
+                raise ValueError(f"alpha='auto' splits the calibration batches into two folds: nsamples="
+                                 f"{self.nsamples} in batches of {self.batch_size} is one batch; raise nsamples or "
+                                 "lower batch_size")
+            return
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)):
+            raise ValueError(f"alpha={self.alpha!r}: give a number >= 0 or 'auto'")
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha={self.alpha} must be a finite number >= 0 (the damping is alpha · mean(diag C_RR));"
+                             " the default 0.01 suits most models")
 
     def replace(self, **changes) -> PruneConfig:
         return dataclasses.replace(self, **changes)

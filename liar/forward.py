@@ -18,7 +18,7 @@ from liar import distributed, moe
 from liar.activations import TensorStore
 from liar.config import PruneConfig
 from liar.models.base import Architecture
-from liar.stats import CrossStats, GramStats
+from liar.stats import CrossStats, FoldedStats, GramStats
 
 NewStore = Callable[[], TensorStore]
 
@@ -36,6 +36,7 @@ class BatchMeta:
     args: tuple
     kwargs: dict
     mask: torch.Tensor | None  # [B, L] bool, True = real token; None = every token
+    index: int = 0  # the batch's position in the whole calibration set (on every rank): its fold is index % 2
 
 
 class _Captured(Exception):
@@ -55,14 +56,14 @@ def capture_inputs(model: nn.Module, first: nn.Module, batches: list[CalibBatch]
     metas = []
     handle = first.register_forward_pre_hook(stop, with_kwargs=True)
     try:
-        for batch in distributed.shard(batches):
+        for index, batch in distributed.shard(list(enumerate(batches))):
             mask = None if batch.attention_mask is None else batch.attention_mask.to(device)
             try:
                 model(input_ids=batch.input_ids.to(device), attention_mask=mask, use_cache=False)
             except _Captured as c:
                 args, kwargs = c.args_, dict(c.kwargs_)
                 hidden.append(args[0] if args else kwargs.pop("hidden_states"))
-                metas.append(BatchMeta(tuple(args[1:]), kwargs, None if mask is None else mask.bool()))
+                metas.append(BatchMeta(tuple(args[1:]), kwargs, None if mask is None else mask.bool(), index))
             else:
                 raise RuntimeError("the model never called its first block; is the layer list right?")
     finally:
@@ -72,14 +73,16 @@ def capture_inputs(model: nn.Module, first: nn.Module, batches: list[CalibBatch]
 
 @contextmanager
 def accumulate(consumers: dict[nn.Module, GramStats], state: dict) -> Iterator[None]:
-    """Feed each consumer's input into its statistics; state['mask'] holds the current token mask and
-    state['statistics'] collects the seconds spent in the statistics ops."""
+    """Feed each consumer's input into its statistics; state['mask'] holds the current token mask, state['batch']
+    the current batch's index (its fold) and state['statistics'] collects the seconds spent in the statistics ops."""
 
     def make_hook(stats: GramStats):
         def hook(module, args):
             began = time.perf_counter()
             if isinstance(stats, GramStats):
                 stats.update(args[0], state.get("mask"))
+            elif isinstance(stats, FoldedStats):
+                stats.update(args[0], state.get("mask"), state["batch"])
             else:  # a mixture of experts: liar.moe.ExpertStats reads the routing too
                 stats.update_routed(module, args, state.get("mask"))
             state["statistics"] = state.get("statistics", 0.0) + time.perf_counter() - began
@@ -106,7 +109,7 @@ def run_block(block: nn.Module, metas: list[BatchMeta], hidden: Iterable[torch.T
     state: dict = {}
     with accumulate(consumers, state):
         for meta, h in zip(metas, hidden, strict=True):
-            state["mask"] = meta.mask
+            state["mask"], state["batch"] = meta.mask, meta.index
             y = block_output(block(h, *meta.args, **meta.kwargs))
             if out is not None:
                 out.append(y)
@@ -120,6 +123,11 @@ def generator(config: PruneConfig, layer: int, kind: str) -> torch.Generator:
 
 
 def new_stats(arch: Architecture, layer: nn.Module, backend: str, cls=GramStats) -> dict:
+    """Zeroed statistics of the block's two consumers: GramStats (dense), FoldedStats (dense, alpha='auto') or
+    CrossStats (sequential)."""
+    if cls is FoldedStats and arch.moe is not None:
+        raise ValueError(f"{arch.name}: alpha='auto' is not implemented for mixture-of-experts models; give a "
+                         "number (e.g. --alpha 0.01)")
     device = arch.attn_consumer(layer).weight.device
     attn = cls.zeros(arch.attn_consumer(layer).in_features, device, backend)
     if arch.moe is not None:
@@ -133,9 +141,13 @@ def consumer_map(arch: Architecture, layer: nn.Module, stats: dict) -> dict:
 
 
 def sum_over_ranks(stats) -> None:
-    """Sum GramStats / CrossStats over torch.distributed ranks in place (sums, token counts, dense output energy);
-    a no-op outside a process group."""
+    """Sum GramStats / FoldedStats / CrossStats over torch.distributed ranks in place (sums, token counts, dense
+    output energy); a no-op outside a process group."""
     if not distributed.active():
+        return
+    if isinstance(stats, FoldedStats):
+        for fold in stats.folds:
+            sum_over_ranks(fold)
         return
     cross = isinstance(stats, CrossStats)
     own = stats.student if cross else stats

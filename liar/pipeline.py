@@ -29,6 +29,7 @@ from liar.prune_layer import prune_layer
 from liar.reconstruct import output_energy
 from liar.report import LayerReport
 from liar.sequential import sequential_step
+from liar.stats import FoldedStats, GramStats
 from liar.structure import LayerShape, attn_unit_scores
 
 
@@ -50,7 +51,7 @@ def dense_step(arch: Architecture, layer: nn.Module, shape: LayerShape, budget: 
                ) -> tuple[LayerReport, TensorStore]:
     """Statistics of the dense block, its outputs for the next block, then the block pruned in place."""
     began = time.perf_counter()
-    stats = new_stats(arch, layer, config.backend)
+    stats = new_stats(arch, layer, config.backend, cls=FoldedStats if config.alpha == "auto" else GramStats)
     timer: dict = {}
     out = run_block(layer, metas, hidden.drain(), consumer_map(arch, layer, stats), new_store(), timer)
     for kind, s in stats.items():
@@ -126,7 +127,7 @@ def error_budgets(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], 
                 ("mlp", arch.ffn_consumer(layer), selection.neuron_units(shape.sizes.ffn),
                  shape.sizes.ffn - shape.min_neurons(config.min_keep))):
             run = selection.eliminate(consumer.weight, stats[kind], units, groups, most, config.intercept,
-                                      config.alpha, bias=consumer.bias)
+                                      selection.damping_of(config), bias=consumer.bias)
             weight = output_energy(stats[kind].G, stats[kind].s, stats[kind].n, consumer.weight, consumer.bias,
                                    torch.float64) / stats[kind].n / energy
             curves.append(allocation.Curve(run.steps, run.errors, weight))

@@ -114,6 +114,8 @@ def make_plan(arch: Architecture, model_config, layers: list[nn.Module], head_di
     attn_in = max(s.sizes.num_heads * head_dim for s in shapes)
     block = max(sum(p.numel() for p in layer.parameters()) for layer in layers)
     gram = 4 * (attn_in**2 + ffn**2) * (2 if config.calibration == "sequential" else 1)  # + cross-Gram
+    if config.alpha == "auto":  # two folds, and their sum while a consumer is solved
+        gram = 4 * (2 * (attn_in**2 + ffn**2) + max(attn_in, ffn) ** 2)
     return Plan(
         layers=rows, params_before=params_before,
         params_after=params_before - sum(r.params_before - r.params_after for r in rows),

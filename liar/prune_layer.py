@@ -5,21 +5,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liar import moe, selection
+from liar import damping, moe, selection
 from liar.allocation import Budget
 from liar.config import PruneConfig
 from liar.functional import reconstruct, reconstruct_sequential
 from liar.models.base import Architecture, set_linear
 from liar.report import LayerReport, ModuleReport
-from liar.stats import CrossStats, GramStats
-from liar.structure import LayerShape, heads_to_channels
+from liar.stats import CrossStats, FoldedStats, GramStats
+from liar.structure import LayerShape, complement, heads_to_channels
 
 SOLVE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-Stats = GramStats | CrossStats
+Stats = GramStats | FoldedStats | CrossStats
 
 
 def _own(stats: Stats) -> GramStats:
     """The moments of the inputs the pruned layer will see (what criteria score)."""
+    if isinstance(stats, FoldedStats):
+        return stats.total()
     return stats.student if isinstance(stats, CrossStats) else stats
 
 
@@ -33,7 +35,15 @@ def _reconstruct_consumer(
     if kept_channels.numel() == consumer.in_features:
         report.errors = {"none": 0.0, "bias": 0.0, "liar": 0.0}
         return
-    common = dict(mode=config.reconstruct, alpha=config.alpha, intercept=config.intercept,
+    alpha = config.alpha
+    if isinstance(stats, FoldedStats):  # alpha='auto': choose it on the folds, then solve on all tokens
+        pruned = complement(kept_channels.cpu(), consumer.in_features)
+        choice = damping.choose_alpha(stats.folds, consumer.weight, consumer.bias, kept_channels, pruned,
+                                      config.intercept, SOLVE_DTYPES[config.solve_dtype])
+        alpha, report.alpha_heldout = choice.alpha, {f"{a:.3g}": e for a, e in choice.heldout.items()}
+        stats = stats.total()
+    report.alpha = alpha
+    common = dict(mode=config.reconstruct, alpha=alpha, intercept=config.intercept,
                   solve_dtype=SOLVE_DTYPES[config.solve_dtype])
     if isinstance(stats, CrossStats):
         r = reconstruct_sequential(stats, consumer.weight, consumer.bias, kept_channels, **common)

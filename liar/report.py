@@ -6,6 +6,7 @@ import json
 import logging
 import platform
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ class ModuleReport:
     kept_kv: list[int] | None = None  # KV heads kept (attention only)
     reconstruct: str = "liar"
     lam: float | None = None
+    alpha: float | None = None  # the damping α of the solve: the configured one, or the one alpha='auto' chose
+    alpha_heldout: dict[str, float] | None = None  # alpha='auto': held-out relative error of each α tried
     escalations: int = 0
     fallback: str | None = None
     errors: dict[str, float] = field(default_factory=dict)  # relative output error on calibration data
@@ -114,6 +117,15 @@ class PruneReport:
         modes = [m for m in ("none", "bias", "liar") if rows and all(m in r for r in rows)]
         return {m: sum(r[m] for r in rows) / len(rows) for m in modes}
 
+    def chosen_alphas(self) -> str | None:
+        """alpha='auto': how many consumers chose each α, attention and FFN apart; None when α was fixed."""
+        parts = []
+        for kind in ("attn", "mlp"):
+            chosen = Counter(getattr(l, kind).alpha for l in self.layers if getattr(l, kind).alpha_heldout)
+            if chosen:
+                parts.append(f"{kind} " + ", ".join(f"{a:.2g} x{c}" for a, c in sorted(chosen.items())))
+        return "damping chosen per consumer (alpha: layers): " + "; ".join(parts) if parts else None
+
     def summary(self) -> str:
         m = self.model
         lines = [
@@ -127,6 +139,8 @@ class PruneReport:
             e = self.mean_errors(kind)
             if e:
                 lines.append(f"  mean relative error ({kind}): " + ", ".join(f"{k} {v:.4f}" for k, v in e.items()))
+        if self.chosen_alphas():
+            lines.append("  " + self.chosen_alphas())
         if self.output.get("path"):
             loader = "stock transformers" if self.output.get("stock_loadable") else "liar.load_pruned"
             size = f"{self.output.get('bytes', 0) / 2**20:,.0f} MiB of {self.output.get('dtype', '?')} weights, "

@@ -21,13 +21,16 @@ def _lam(m: ModuleReport) -> str:
 ROW = "{:>5}  {:>7} {:>3}  {:>11}  {:>20}  {:>20}  {:>7} {:>7}"
 HEADER = ROW.format("layer", "heads", "kv", "neurons", "attn err none/bias/liar", "ffn err none/bias/liar",
                     "λ attn", "λ ffn")
+ALPHAS = "  {:>7} {:>7}"  # alpha='auto': the α each consumer chose
 
 
-def _layer_row(layer: LayerReport) -> str:
+def _layer_row(layer: LayerReport, alphas: bool) -> str:
     a, f = layer.attn, layer.mlp
     kv = f"{len(a.kept_kv)}" if a.kept_kv is not None else "-"
-    return ROW.format(layer.index, f"{a.units_after}/{a.units_before}", kv, f"{f.units_after}/{f.units_before}",
-                      _errors(a), _errors(f), _lam(a), _lam(f))
+    row = ROW.format(layer.index, f"{a.units_after}/{a.units_before}", kv, f"{f.units_after}/{f.units_before}",
+                     _errors(a), _errors(f), _lam(a), _lam(f))
+    chosen = ["-" if m.alpha is None else f"{m.alpha:.2g}" for m in (a, f)]
+    return row + ALPHAS.format(*chosen) if alphas else row
 
 
 def _stage_line(report: PruneReport) -> str | None:
@@ -83,8 +86,10 @@ def render(report: PruneReport) -> str:
     """The summary `liar report DIR` prints."""
     lines = [f"command: {report.command}"] if report.command else []
     lines += _header(report) + _means(report)
-    lines += ["", HEADER]
-    lines += [_layer_row(layer) for layer in report.layers]
+    alphas = report.chosen_alphas()
+    lines += [f"  {alphas}"] if alphas else []
+    lines += ["", HEADER + (ALPHAS.format("α attn", "α ffn") if alphas else "")]
+    lines += [_layer_row(layer, alphas is not None) for layer in report.layers]
     flagged = sum(m.escalations > 0 or m.fallback is not None for l in report.layers for m in (l.attn, l.mlp))
     lines.append(f"  * damping raised or fallback solve: {flagged} of {2 * len(report.layers)} solves"
                  if flagged else "  λ: every solve took the first damping; no fallbacks")

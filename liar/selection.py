@@ -142,11 +142,17 @@ def heads_by_error(W: torch.Tensor, stats: GramStats, shape: LayerShape, gqa: st
     return AttnPlan(kept_heads=(kept_kv[:, None] * g + torch.arange(g)).reshape(-1), kept_kv=kept_kv)
 
 
+def damping_of(config: PruneConfig) -> float:
+    """The α selection and error curves damp with: alpha='auto' chooses α per consumer only once the kept set is
+    known, so the units are chosen at the default damping."""
+    return 1e-2 if config.alpha == "auto" else config.alpha
+
+
 def kept_neurons(W: torch.Tensor, stats: GramStats, removed: int, config: PruneConfig, gen: torch.Generator,
                  intercept: bool) -> torch.Tensor:
     """The neurons a consumer keeps, chosen as config.selection says."""
     if config.selection == "reconstruction":
-        return neurons_by_error(W, stats, removed, intercept, config.alpha)
+        return neurons_by_error(W, stats, removed, intercept, damping_of(config))
     return structure.select_neurons(criteria.channel_scores(config.criterion, W, stats, gen), removed)
 
 
@@ -154,6 +160,6 @@ def attention_plan(W: torch.Tensor, stats: GramStats, shape: LayerShape, units_r
                    gen: torch.Generator) -> AttnPlan:
     """The heads (and KV heads) an attention block keeps, chosen as config.selection says."""
     if config.selection == "reconstruction":
-        return heads_by_error(W, stats, shape, config.gqa, units_removed, config.intercept, config.alpha)
+        return heads_by_error(W, stats, shape, config.gqa, units_removed, config.intercept, damping_of(config))
     channel = criteria.channel_scores(config.criterion, W, stats, gen)
     return structure.select_heads(criteria.unit_scores(channel, shape.head_dim), shape, config.gqa, units_removed)

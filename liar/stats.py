@@ -101,6 +101,38 @@ class GramStats:
 
 
 @dataclass
+class FoldedStats:
+    """One consumer's statistics accumulated in two folds by calibration batch (for choosing the damping by
+    cross-validation, liar.damping): batch i goes to fold i % 2, so the two folds sum to the statistics of
+    all tokens and cost no extra pass."""
+
+    folds: tuple[GramStats, GramStats]
+
+    @classmethod
+    def zeros(cls, dim: int, device: torch.device | str = "cpu", backend: str = "auto") -> FoldedStats:
+        return cls((GramStats.zeros(dim, device, backend), GramStats.zeros(dim, device, backend)))
+
+    @property
+    def n(self) -> int:
+        return self.folds[0].n + self.folds[1].n
+
+    def update(self, x: torch.Tensor, mask: torch.Tensor | None = None, batch: int = 0) -> None:
+        self.folds[batch % 2].update(x, mask)
+
+    def total(self) -> GramStats:
+        """The statistics of all tokens (a new GramStats: the folds stay)."""
+        a, b = self.folds
+        return GramStats(G=a.G + b.G, s=a.s + b.s, n=a.n + b.n, backend=a.backend)
+
+    def check_finite(self, where: str) -> None:
+        for i, fold in enumerate(self.folds):
+            if fold.n == 0:
+                raise ValueError(f"{where}: calibration fold {i} is empty; alpha='auto' needs at least two "
+                                 "calibration batches (raise --nsamples or lower --batch-size)")
+            fold.check_finite(f"{where} (fold {i})")
+
+
+@dataclass
 class CrossStats:
     """Sequential-mode statistics of one consumer: student inputs x_s (pruned model) against teacher inputs
     x_t (dense model): the student's own GramStats, G_ts = Σ x_t x_sᵀ [D, D] (full), s_t = Σ x_t, and

@@ -47,9 +47,9 @@ def source(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("calibration", ["dense", "sequential"])
-def test_two_ranks_equal_one(calibration, source, text_file, tmp_path, env):
-    extra = ("--calibration", calibration, "--allocation", "global")
+@pytest.mark.parametrize("calibration, alpha", [("dense", "0.01"), ("sequential", "0.01"), ("dense", "auto")])
+def test_two_ranks_equal_one(calibration, alpha, source, text_file, tmp_path, env):
+    extra = ("--calibration", calibration, "--allocation", "global", "--alpha", alpha)
     subprocess.run([sys.executable, *_args(source, tmp_path / "one", text_file, *extra)], check=True, env=env,
                    capture_output=True)
     two = subprocess.run(torchrun(*_args(source, tmp_path / "two", text_file, *extra, "--json")), env=env,
@@ -62,6 +62,7 @@ def test_two_ranks_equal_one(calibration, source, text_file, tmp_path, env):
     for a, b in zip(one_report["layers"], two_report["layers"]):
         assert a["attn"]["kept"] == b["attn"]["kept"] and a["mlp"]["kept"] == b["mlp"]["kept"]
         assert a["mlp"]["tokens"] == b["mlp"]["tokens"] == 8 * 64
+        assert a["attn"]["alpha"] == b["attn"]["alpha"] and a["mlp"]["alpha"] == b["mlp"]["alpha"]  # the same folds
     assert_temp_folders_stayed_in(env)
     x, y = ShardReader(tmp_path / "one"), ShardReader(tmp_path / "two")
     assert sorted(x.keys()) == sorted(y.keys())

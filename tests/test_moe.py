@@ -234,3 +234,8 @@ def test_dense_layers_in_a_moe_model_are_refused_clearly():
     model = model_cls(config_cls(**{**COMMON, **sizes, "mlp_only_layers": [1]})).eval()
     with pytest.raises(ValueError, match="mlp_only_layers"):
         prune_copy(model)
+
+
+def test_auto_damping_is_refused_clearly():
+    with pytest.raises(ValueError, match="alpha='auto' is not implemented for mixture-of-experts"):
+        prune_copy(tiny_moe("mixtral"), alpha="auto", batch_size=2)

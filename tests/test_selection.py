@@ -124,3 +124,12 @@ def test_error_allocation_end_to_end_predicts_the_measured_error(tmp_path):
 def test_reconstruction_selection_needs_liar():
     with pytest.raises(ValueError, match="selection='reconstruction'.*--reconstruct liar"):
         liar.PruneConfig(selection="reconstruction", reconstruct="bias")
+
+
+def test_reconstruction_selection_and_error_allocation_with_auto_alpha():
+    """alpha='auto' picks λ after the units are chosen: selection and curves damp with the default meanwhile."""
+    config = liar.PruneConfig(ratio=0.4, allocation="error", selection="reconstruction", alpha="auto", nsamples=16,
+                              seqlen=64, batch_size=4)
+    report = liar.prune(tiny_model(), None, config, calibration=calib_ids(16, 64))
+    assert all(isinstance(m.alpha, float) and m.alpha_heldout for l in report.layers for m in (l.attn, l.mlp))
+    assert abs(report.model["block_fraction_removed"] - 0.4) < 0.02

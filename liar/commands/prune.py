@@ -24,7 +24,7 @@ def add_config_options(groups: dict[str, argparse._ArgumentGroup]) -> None:
             group.add_argument(meta["flag"], dest=f.name, action="store_false" if f.default else "store_true",
                                help=_help(f))
             continue
-        kind = {float: float, int: int}.get(type(f.default), str)  # None defaults (calib, max_memory): text
+        kind = meta["parse"] or {float: float, int: int}.get(type(f.default), str)  # None defaults: text
         group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=f.default,
                            choices=meta["choices"], metavar=None if meta["choices"] else meta["metavar"] or f.name.upper(),
                            help=_help(f))
