@@ -131,5 +131,6 @@ def test_reconstruction_selection_and_error_allocation_with_auto_alpha():
     config = liar.PruneConfig(ratio=0.4, allocation="error", selection="reconstruction", alpha="auto", nsamples=16,
                               seqlen=64, batch_size=4)
     report = liar.prune(tiny_model(), None, config, calibration=calib_ids(16, 64))
-    assert all(isinstance(m.alpha, float) and m.alpha_heldout for l in report.layers for m in (l.attn, l.mlp))
+    pruned = [m for l in report.layers for m in (l.attn, l.mlp) if m.units_after < m.units_before]
+    assert pruned and all(isinstance(m.alpha, float) and m.alpha_heldout for m in pruned)
     assert abs(report.model["block_fraction_removed"] - 0.4) < 0.02
