@@ -145,9 +145,11 @@ class InPlaceSink:
     def prepare(self, source, index: int, layer: nn.Module) -> None:
         self.as_saved(source.arch, layer)
 
-    def commit(self, index: int, tensors: None, report: LayerReport, began: float) -> None:
-        report.stages["write"] = time.perf_counter() - began
-        report.seconds = sum(report.stages.values())
+    def commit(self, index: int, tensors: None, report: LayerReport, began: float | None) -> None:
+        """`began`: the write stage's start (None: the caller timed it; see CheckpointWriter.save_block)."""
+        if began is not None:
+            report.stages["write"] = time.perf_counter() - began
+            report.seconds = sum(report.stages.values())
 
     def reports(self) -> list[LayerReport]:
         return []
@@ -204,7 +206,7 @@ class CheckpointSink:
             state = experts.to_saved(source.arch.moe, state)
         return {prefix + k: v.to(self.save_dtype) if v.is_floating_point() else v for k, v in state.items()}
 
-    def commit(self, index: int, tensors: dict[str, torch.Tensor], report: LayerReport, began: float) -> None:
+    def commit(self, index: int, tensors: dict[str, torch.Tensor], report: LayerReport, began: float | None) -> None:
         self.writer.save_block(index, self.total, tensors, report, began)
 
     def finish(self, source, report, tokenizer, stamp) -> None:
