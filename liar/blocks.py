@@ -107,8 +107,19 @@ class ShardSource:
     def close(self, index: int) -> None:
         self.skeleton.free_layer(index)
 
-    def open_finished(self, index: int, files: list[Path]) -> nn.Module:
-        return self.skeleton.load_layer(index, reader=ShardReader(self.skeleton.source, files=files))
+    def finished_tensors(self, index: int, files: list[Path]) -> dict[str, torch.Tensor]:
+        """Block `index` as a finished run wrote it (`files`: its shards), by name within the block, on the
+        compute device in the compute dtype (as load_block reads a block)."""
+        reader = ShardReader(self.skeleton.source, files=files)
+        prefix = f"{self.prefix}{index}."
+        tensors = {}
+        for name in reader.keys():
+            if name.startswith(prefix):
+                t = reader.get(name)
+                tensors[name[len(prefix):]] = t.to(device=self.device, dtype=self.dtype if t.is_floating_point()
+                                                   else t.dtype, copy=True)
+        reader.close()
+        return tensors
 
     def release_stem(self) -> None:
         self.skeleton.release_stem()

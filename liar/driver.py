@@ -27,6 +27,7 @@ from liar.forward import CalibBatch, NewStore, capture_inputs, run_block
 from liar.pipeline import global_budgets, prune_blocks, uniform_budgets
 from liar.plan import consumer_bias
 from liar.report import LayerReport, PruneReport, versions
+from liar.sequential import replay_step
 from liar.structure import LayerShape
 
 log = logging.getLogger(__name__)
@@ -173,16 +174,21 @@ def _budgets(source, blocks: _Blocks, shapes, batches, config: PruneConfig, new_
 
 
 def _replay(source, blocks: _Blocks, metas, teacher, student, new_store: NewStore):
-    """A resumed run rebuilds the next block's inputs: the dense blocks (and, in sequential mode, the finished
-    pruned ones, read back exactly as saved) run again over the captured inputs."""
+    """A resumed run rebuilds the next block's inputs: the dense blocks run again over the captured inputs and,
+    in sequential mode, the student through the finished blocks' own passes with their saved weights
+    (liar.sequential.replay_step), so both streams are byte for byte those of an uninterrupted run."""
     done = blocks.sink.done
     if not done:
         return teacher, student
     files = blocks.sink.writer.finished_files(blocks.sink.total)
+    reports = blocks.sink.reports()
     for i in tqdm(range(done), desc="replaying finished blocks", unit="layer", disable=not distributed.is_main()):
-        teacher = run_block(blocks.open(i), metas, teacher.drain(), {}, new_store())
-        if student is not None:
-            student = run_block(source.open_finished(i, files), metas, student.drain(), {}, new_store())
+        layer = blocks.open(i)
+        if student is None:
+            teacher = run_block(layer, metas, teacher.drain(), {}, new_store())
+        else:
+            teacher, student = replay_step(source.arch, layer, source.finished_tensors(i, files), reports[i],
+                                           source.head_dim, metas, teacher, student, new_store, blocks.as_saved)
         source.close(i)
     return teacher, student
 
