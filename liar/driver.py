@@ -145,15 +145,15 @@ class _Blocks:
         next): the write in flight finishes, a block read ahead is freed, and the threads stop."""
         try:
             if self._ahead is not None:
-                self._drop(*self._ahead)
-                self._ahead = None
+                ahead, self._ahead = self._ahead, None
+                self._drop(*ahead)
             if err is None:
                 self._wait_for_write()
             elif self._written is not None:
                 try:
                     self._wait_for_write()
-                except Exception as failed:
-                    log.error("the background write of a finished block failed too: %s", failed)
+                except BaseException as failed:  # the run's own error is the one to raise
+                    log.error("the background write of a finished block failed too: %r", failed)
         finally:
             for pool in (self._reads, self._writes):
                 if pool is not None:

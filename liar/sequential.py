@@ -159,7 +159,7 @@ def _passes(arch: Architecture, layer: nn.Module, metas: list[BatchMeta], teache
             student: TensorStore, new_store: NewStore, as_saved: Callable[[nn.Module], None],
             prune_attn: Callable[[CrossStats | None], torch.Tensor],
             prune_mlp: Callable[[CrossStats | None], torch.Tensor],
-            stats: dict | None, clock: _Clock, index: int) -> tuple[TensorStore, TensorStore]:
+            stats: dict | None, clock: _Clock) -> tuple[TensorStore, TensorStore]:
     """Passes A, B, C of one block (see the module docstring); `prune_attn` / `prune_mlp` prune the block on
     the statistics (None when `stats` is: a replay) and return the kept consumer input channels. Returns the
     teacher's and the student's outputs."""
@@ -245,7 +245,7 @@ def sequential_step(
         return torch.tensor(reports["mlp"].kept, dtype=torch.long)
 
     t_out, s_out = _passes(arch, layer, metas, teacher, student, new_store, as_saved, prune_attn, prune_mlp, stats,
-                           clock, index)
+                           clock)
     return LayerReport(index=index, attn=reports["attn"], mlp=reports["mlp"], stages=clock.stages()), t_out, s_out
 
 
@@ -269,5 +269,4 @@ def replay_step(arch: Architecture, layer: nn.Module, finished: dict[str, torch.
         restore("mlp")
         return torch.tensor(report.mlp.kept, dtype=torch.long)
 
-    return _passes(arch, layer, metas, teacher, student, new_store, as_saved, prune_attn, prune_mlp, None, _Clock(),
-                   report.index)
+    return _passes(arch, layer, metas, teacher, student, new_store, as_saved, prune_attn, prune_mlp, None, _Clock())

@@ -130,8 +130,20 @@ class Injected(Exception):
     """A failure no liar code raises."""
 
 
-def test_a_failed_background_write_surfaces_as_itself_and_the_run_resumes(deep_dir, tmp_path, monkeypatch):
-    failure = Injected("the shard of block 1 could not be written")
+def _full_disk():
+    from safetensors import SafetensorError
+
+    return SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space "
+                           "left on device\" })  (os error 28)")
+
+
+@pytest.mark.parametrize("full_disk", [False, True])
+def test_a_failed_background_write_surfaces_as_itself_and_the_run_resumes(full_disk, deep_dir, tmp_path,
+                                                                          monkeypatch):
+    """Block 1's shard fails in the write thread (while block 2 computes): the run stops by block 2's close at
+    the latest with that error (a full disk: liar's DiskFull naming the disk and the fix), block 0 stays
+    finished, and the same command resumes to the checkpoint an uninterrupted run writes."""
+    failure = _full_disk() if full_disk else Injected("the shard of block 1 could not be written")
     failed_in: list[str] = []
     real = writer.write_shard
 
@@ -145,9 +157,14 @@ def test_a_failed_background_write_surfaces_as_itself_and_the_run_resumes(deep_d
     _wrap(monkeypatch, pipeline, "dense_step", before=lambda *args: steps.append(args[7]))
     monkeypatch.setattr(writer, "write_shard", write_shard)
     out = tmp_path / "o"
-    with pytest.raises(Injected) as caught:
+    with pytest.raises(writer.DiskFull if full_disk else Injected) as caught:
         liar.prune(deep_dir, out, liar.PruneConfig(**FAST), calibration=calib_ids())
-    assert caught.value is failure and failed_in and failed_in[0] != threading.main_thread().name
+    if full_disk:
+        assert "is full" in str(caught.value) and "rerun the same command" in str(caught.value)
+        assert caught.value.__cause__ is failure
+    else:
+        assert caught.value is failure
+    assert failed_in and failed_in[0] != threading.main_thread().name
     assert steps[-1] <= 2  # surfaced by the next block's close at the latest
     state = json.loads((tmp_path / ".o.partial" / "state.json").read_text())
     assert len(state["reports"]) == 1 and hidden(tmp_path) == [".o.partial"]
