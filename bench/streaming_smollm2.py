@@ -5,8 +5,11 @@
 The plain forward pass runs the decoder body (no LM head: pruning never needs logits) over the same
 calibration batches. The prune is the whole CLI path (`liar.prune(folder, out)`: read, calibrate, solve,
 write). Floors are FLOP counts: a block's forward, plus one triangle of each consumer Gram (D² FLOPs per
-token) in dense mode; in sequential mode the teacher forward, the student's partial and pruned forwards,
-and the student Gram plus the full teacher–student cross-Gram (3·D² per token).
+token) in dense mode; in sequential mode the teacher forward, the student's passes (liar.sequential: A up to
+the attention consumer; B o_proj' on the kept channels of A's cached inputs, then the FFN producers; C down_proj'
+on the kept channels of B's cached FFN inputs), and the student Gram plus the full teacher–student cross-Gram
+(3·D² per token). `sequential (three passes)` is the floor of the design before pass reuse (A; B through the
+pruned attention up to the FFN consumer; C through the whole pruned block).
 Rows go to bench/results/streaming_smollm2.{csv,md}.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import tempfile
 import time
@@ -42,9 +46,12 @@ def floors(config, seqlen: int, ratio: float) -> dict[str, float]:
     b = block_flops(config, seqlen)
     fwd = b["attn"] + b["ffn"]
     grams = b["d_attn"] ** 2 + b["d_ffn"] ** 2
-    pruned_fwd = (1 - ratio) * fwd
-    student = b["attn"] + (b["attn"] * (1 - ratio) + 2 * b["ffn"] / 3) + pruned_fwd  # passes A, B, C
-    return {"dense": (fwd + grams) / fwd, "sequential": (fwd + student + 3 * grams) / fwd}
+    o, down = 2 * b["d_attn"] * config.hidden_size, 2 * b["d_ffn"] * config.hidden_size
+    kept = 1 - ratio
+    student = (b["attn"] - o) + (kept * o + b["ffn"] - down) + kept * down  # passes A, B, C
+    three_passes = b["attn"] + (b["attn"] * kept + 2 * b["ffn"] / 3) + kept * fwd
+    return {"dense": (fwd + grams) / fwd, "sequential": (fwd + student + 3 * grams) / fwd,
+            "sequential (three passes)": (fwd + three_passes + 3 * grams) / fwd}
 
 
 @torch.no_grad()
@@ -66,6 +73,7 @@ def main() -> None:
     p.add_argument("--ratio", type=float, default=0.2)
     p.add_argument("--backend", default="auto")
     args = p.parse_args()
+    args.load_before = os.getloadavg()[0]
     source = resolve_source(None)
     tokenizer = load_tokenizer(source)
     ids = data.calibration_ids(tokenizer, data.imdb_texts("calib"), args.nsamples, args.seqlen, seed=0)
@@ -80,10 +88,12 @@ def main() -> None:
         began = time.perf_counter()
         report = liar.prune(source, work / mode, cfg, calibration=ids)
         total = time.perf_counter() - began
-        stages = {k: sum(l.stages.get(k, 0.0) for l in report.layers) for k in ("read", "forward", "solve", "write")}
+        stages = {k: sum(l.stages.get(k, 0.0) for l in report.layers)
+                  for k in ("read", "forward", "statistics", "solve", "write")}
         rows.append({"mode": mode, "forward_s": fwd, "prune_s": total, "ratio": total / fwd, "floor": floor[mode],
                      **{f"stage_{k}_s": v for k, v in stages.items()}, "gram_backend": report.backends["gram_update"],
-                     "tokens": ids.numel(), "device": report.backends["device"], "torch": versions()["torch"]})
+                     "tokens": ids.numel(), "device": report.backends["device"], "torch": versions()["torch"],
+                     "load_before": args.load_before, "load_after": os.getloadavg()[0]})
         print(rows[-1], flush=True)
     shutil.rmtree(work, ignore_errors=True)
     write(rows)
@@ -95,11 +105,12 @@ def write(rows: list[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    lines = ["| calibration | plain forward s | prune s | prune / forward | FLOP floor | read / forward+stats / solve "
-             "/ write s | Gram kernel |", "|---|---|---|---|---|---|---|"]
+    lines = ["| calibration | plain forward s | prune s | prune / forward | FLOP floor | read / forward / statistics / "
+             "solve / write s | Gram kernel | load avg (start, end) |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['mode']} | {r['forward_s']:.1f} | {r['prune_s']:.1f} | {r['ratio']:.2f}× | {r['floor']:.2f}× | "
-              f"{r['stage_read_s']:.1f} / {r['stage_forward_s']:.1f} / {r['stage_solve_s']:.1f} / "
-              f"{r['stage_write_s']:.1f} | {r['gram_backend']} |" for r in rows]
+              f"{r['stage_read_s']:.1f} / {r['stage_forward_s']:.1f} / {r['stage_statistics_s']:.1f} / "
+              f"{r['stage_solve_s']:.1f} / {r['stage_write_s']:.1f} | {r['gram_backend']} | "
+              f"{r['load_before']:.1f}, {r['load_after']:.1f} |" for r in rows]
     (RESULTS / "streaming_smollm2.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -85,7 +85,8 @@ def choose_place(offload: str, need_bytes: int, budget_bytes: int | None, device
 
 def activation_bytes(tokens: int, hidden: int, ffn: int, dtype: torch.dtype, sequential: bool) -> int:
     """Peak bytes of calibration activations held at once: a block's inputs and outputs (dense), or teacher
-    and student streams plus the cached dense FFN inputs (sequential)."""
+    and student streams, the student's cached attention inputs (then outputs) and the cached FFN inputs, one
+    FFN-wide store at a time (sequential, liar.sequential)."""
     per = tokens * dtype.itemsize
     return per * (4 * hidden + ffn) if sequential else per * 2 * hidden
 

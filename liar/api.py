@@ -29,7 +29,7 @@ from liar.io.skeleton import Skeleton
 
 log = logging.getLogger(__name__)
 
-RESULT_IRRELEVANT = ("overwrite", "offload", "max_memory")  # settings that change no byte of the output
+RESULT_IRRELEVANT = ("overwrite", "offload", "max_memory", "overlap")  # settings that change no byte of the output
 
 
 def prune(

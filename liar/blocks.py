@@ -107,8 +107,19 @@ class ShardSource:
     def close(self, index: int) -> None:
         self.skeleton.free_layer(index)
 
-    def open_finished(self, index: int, files: list[Path]) -> nn.Module:
-        return self.skeleton.load_layer(index, reader=ShardReader(self.skeleton.source, files=files))
+    def finished_tensors(self, index: int, files: list[Path]) -> dict[str, torch.Tensor]:
+        """Block `index` as a finished run wrote it (`files`: its shards), by name within the block, on the
+        compute device in the compute dtype (as load_block reads a block)."""
+        reader = ShardReader(self.skeleton.source, files=files)
+        prefix = f"{self.prefix}{index}."
+        tensors = {}
+        for name in reader.keys():
+            if name.startswith(prefix):
+                t = reader.get(name)
+                tensors[name[len(prefix):]] = t.to(device=self.device, dtype=self.dtype if t.is_floating_point()
+                                                   else t.dtype, copy=True)
+        reader.close()
+        return tensors
 
     def release_stem(self) -> None:
         self.skeleton.release_stem()
@@ -145,9 +156,11 @@ class InPlaceSink:
     def prepare(self, source, index: int, layer: nn.Module) -> None:
         self.as_saved(source.arch, layer)
 
-    def commit(self, index: int, tensors: None, report: LayerReport, began: float) -> None:
-        report.stages["write"] = time.perf_counter() - began
-        report.seconds = sum(report.stages.values())
+    def commit(self, index: int, tensors: None, report: LayerReport, began: float | None) -> None:
+        """`began`: the write stage's start (None: the caller timed it; see CheckpointWriter.save_block)."""
+        if began is not None:
+            report.stages["write"] = time.perf_counter() - began
+            report.seconds = sum(report.stages.values())
 
     def reports(self) -> list[LayerReport]:
         return []
@@ -204,7 +217,7 @@ class CheckpointSink:
             state = experts.to_saved(source.arch.moe, state)
         return {prefix + k: v.to(self.save_dtype) if v.is_floating_point() else v for k, v in state.items()}
 
-    def commit(self, index: int, tensors: dict[str, torch.Tensor], report: LayerReport, began: float) -> None:
+    def commit(self, index: int, tensors: dict[str, torch.Tensor], report: LayerReport, began: float | None) -> None:
         self.writer.save_block(index, self.total, tensors, report, began)
 
     def finish(self, source, report, tokenizer, stamp) -> None:

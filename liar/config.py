@@ -99,6 +99,9 @@ class PruneConfig:
     max_memory: str | None = option(None, "spill calibration activations to disk when they would exceed this "
                                     "size (e.g. 8GiB)", "resources", default_text="no limit",
                                     metavar="SIZE")
+    overlap: bool = option(True, "read and write blocks in the foreground, one after another (by default the next "
+                           "block is read, and the finished one written, in background threads while a block "
+                           "computes: up to two more blocks in memory)", "resources", flag="--no-overlap")
     seed: int = option(0, "seed of the random criterion and of the calibration sample", "calibration")
     device: str = option("auto", "compute device (auto: cuda when available, else cpu)", "resources", DEVICES)
     dtype: str = option("auto", "compute dtype of the model (auto: float32 on CPU, bfloat16 on GPU)", "resources",

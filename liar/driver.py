@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,7 @@ from liar.forward import CalibBatch, NewStore, capture_inputs, run_block
 from liar.pipeline import error_budgets, global_budgets, prune_blocks, uniform_budgets
 from liar.plan import consumer_bias
 from liar.report import LayerReport, PruneReport, versions
+from liar.sequential import replay_step
 from liar.structure import LayerShape
 
 log = logging.getLogger(__name__)
@@ -40,17 +42,61 @@ class Clock:
 
 
 class _Blocks:
-    """The pipeline's view of one source and one sink: open reads (and digests), close writes and frees."""
+    """The pipeline's view of one source and one sink: open reads (and digests), close writes and frees.
 
-    def __init__(self, source, sink):
+    Overlapped (config.overlap, the default): while block i computes, one background thread reads block i+1
+    (file read, digest, materialised on the compute device) and another writes block i−1 (its shard, then
+    the state naming it). One slot each way: a read starts only when the previous one was taken, a write only
+    when the previous one ended, so memory holds at most three blocks (one read ahead, one computing, one
+    being written), and blocks are saved one at a time, in order, each done only once its shard and state are
+    on disk. Digests are checked, and every stage timed, in the main thread: 'read' is the time it waited for
+    a block, 'write' the time from the end of a block's step to the hand-off (freeing, the saved form,
+    waiting for the previous write); what the background threads spent goes to `LayerReport.overlapped`.
+    An exception in a background thread surfaces in the main thread as the original error at the next open
+    or close (so inside the block's `distributed.step`); the last block is written in the foreground.
+    On a GPU the background read's copy to the device goes to the same (default) stream as the compute, so
+    only the disk read and digest run alongside it.
+    """
+
+    def __init__(self, source, sink, overlap: bool):
         self.source, self.sink = source, sink
+        self._reads = ThreadPoolExecutor(1, "liar-read") if overlap else None
+        self._writes = ThreadPoolExecutor(1, "liar-write") if overlap else None
+        for pool in (self._reads, self._writes):
+            if pool is not None:
+                pool.submit(int)  # a pool starts its thread with its first task: now, outside every stage
+        self._ahead: tuple[int, Future] | None = None  # the block being read ahead
+        self._written: Future | None = None  # the block being written
+        self._read_seconds: dict[int, float] = {}  # seconds a background thread spent reading a block
 
     def __len__(self) -> int:
         return len(self.source.layers)
 
-    def open(self, index: int) -> nn.Module:
+    def _read(self, index: int) -> tuple[nn.Module, str | None, float]:
+        began = time.perf_counter()
         layer, digest = self.source.open(index)
+        return layer, digest, time.perf_counter() - began
+
+    def _take(self, index: int) -> tuple[nn.Module, str | None]:
+        """Block `index`: the one read ahead if it is that one, else read now."""
+        if self._ahead is not None:
+            ahead, future = self._ahead
+            self._ahead = None
+            if ahead == index:
+                layer, digest, seconds = future.result()
+                self._read_seconds[index] = seconds
+                return layer, digest
+            self._drop(ahead, future)
+        layer, digest, _ = self._read(index)
+        return layer, digest
+
+    def open(self, index: int, read_ahead: bool = True) -> nn.Module:
+        """Block `index`, its digest checked; with overlap (and `read_ahead`) block index+1 starts reading."""
+        self._raise_failed_write()
+        layer, digest = self._take(index)
         self.sink.check_digest(f"block:{index}", digest)
+        if self._reads is not None and read_ahead and index + 1 < len(self):
+            self._ahead = (index + 1, self._reads.submit(self._read, index + 1))
         return layer
 
     def as_saved(self, layer: nn.Module) -> None:
@@ -64,7 +110,54 @@ class _Blocks:
         tensors = self.sink.prepare(self.source, index, layer)  # the saved form: flagged biases included
         report.params = block_linear_params(self.source.arch, layer)
         self.source.close(index)
-        self.sink.commit(index, tensors, report, began)
+        if index in self._read_seconds:
+            report.overlapped["read"] = self._read_seconds.pop(index)
+        self._wait_for_write()
+        if self._writes is None or index + 1 == len(self):  # the last block: nothing left to overlap with
+            self.sink.commit(index, tensors, report, began)
+            return
+        report.stages["write"] = time.perf_counter() - began
+        report.seconds = sum(report.stages.values())
+        self._written = self._writes.submit(self.sink.commit, index, tensors, report, None)
+
+    def _wait_for_write(self) -> None:
+        written, self._written = self._written, None
+        if written is not None:
+            written.result()  # the original error of a failed write
+
+    def _raise_failed_write(self) -> None:
+        if self._written is not None and self._written.done():
+            self._wait_for_write()
+
+    def _drop(self, index: int, future: Future) -> None:
+        """Wait for a block read ahead that will not be used, and free it."""
+        try:
+            future.result()
+        except Exception as err:  # never asked for: its error is not this run's
+            log.debug("block %d, read ahead and not used, failed: %s", index, err)
+        self.source.close(index)
+
+    def __enter__(self) -> _Blocks:
+        return self
+
+    def __exit__(self, kind, err, trace) -> None:
+        """Let the background work end before the caller goes on (a failed run's partial folder may be removed
+        next): the write in flight finishes, a block read ahead is freed, and the threads stop."""
+        try:
+            if self._ahead is not None:
+                ahead, self._ahead = self._ahead, None
+                self._drop(*ahead)
+            if err is None:
+                self._wait_for_write()
+            elif self._written is not None:
+                try:
+                    self._wait_for_write()
+                except BaseException as failed:  # the run's own error is the one to raise
+                    log.error("the background write of a finished block failed too: %r", failed)
+        finally:
+            for pool in (self._reads, self._writes):
+                if pool is not None:
+                    pool.shutdown(wait=True)
 
 
 SCORED = {"global": global_budgets, "error": error_budgets}  # allocations that need a scoring pass
@@ -85,16 +178,21 @@ def _budgets(source, blocks: _Blocks, shapes, batches, config: PruneConfig, new_
 
 
 def _replay(source, blocks: _Blocks, metas, teacher, student, new_store: NewStore):
-    """A resumed run rebuilds the next block's inputs: the dense blocks (and, in sequential mode, the finished
-    pruned ones, read back exactly as saved) run again over the captured inputs."""
+    """A resumed run rebuilds the next block's inputs: the dense blocks run again over the captured inputs and,
+    in sequential mode, the student through the finished blocks' own passes with their saved weights
+    (liar.sequential.replay_step), so both streams are byte for byte those of an uninterrupted run."""
     done = blocks.sink.done
     if not done:
         return teacher, student
     files = blocks.sink.writer.finished_files(blocks.sink.total)
+    reports = blocks.sink.reports()
     for i in tqdm(range(done), desc="replaying finished blocks", unit="layer", disable=not distributed.is_main()):
-        teacher = run_block(blocks.open(i), metas, teacher.drain(), {}, new_store())
-        if student is not None:
-            student = run_block(source.open_finished(i, files), metas, student.drain(), {}, new_store())
+        layer = blocks.open(i)
+        if student is None:
+            teacher = run_block(layer, metas, teacher.drain(), {}, new_store())
+        else:
+            teacher, student = replay_step(source.arch, layer, source.finished_tensors(i, files), reports[i],
+                                           source.head_dim, metas, teacher, student, new_store, blocks.as_saved)
         source.close(i)
     return teacher, student
 
@@ -103,7 +201,7 @@ def _verify_finished(source, blocks: _Blocks) -> None:
     """On a resume, read the finished blocks' input bytes again first: a changed input stops the run here, before
     any work (and before the stem is released, so the caller may start over)."""
     for i in range(blocks.sink.done):
-        blocks.open(i)
+        blocks.open(i, read_ahead=False)
         source.close(i)
 
 
@@ -153,30 +251,30 @@ def run(source, sink, batches: list[CalibBatch], calibration: dict, config: Prun
     clock = clock or Clock(time.perf_counter(), time.perf_counter())
     arch = source.arch
     shapes = [LayerShape.of(arch, layer, source.head_dim) for layer in source.layers]
-    blocks = _Blocks(source, sink)
     tokens = sum(b.input_ids.numel() for b in batches)
     need = activation_bytes(tokens, source.config.hidden_size, max(s.sizes.ffn for s in shapes), source.dtype,
                             config.calibration == "sequential")
     new_store = store_factory(config.offload, config.max_memory, need, source.device, sink.scratch)
-    _verify_finished(source, blocks)
-    _record_stem(source, sink)
-    budgets = _budgets(source, blocks, shapes, batches, config, new_store)
-    sizes = [sizes_after(s, b, config.gqa) for s, b in zip(shapes, budgets, strict=True)]
-    sink.plan = plan_export(arch, source.config, sizes, consumer_bias(arch, source.layers, budgets, config))
-    teacher = new_store()
-    metas = capture_inputs(source.model, source.layers[0], batches, source.device, teacher)
-    source.release_stem()
-    student = None
-    if config.calibration == "sequential":
-        student = new_store()
-        for h in teacher:
-            student.append(h)
-    teacher, student = _replay(source, blocks, metas, teacher, student, new_store)
-    finished = sink.reports()
-    setup_done = time.perf_counter()
-    layers = finished + prune_blocks(arch, blocks, shapes, budgets, metas, teacher, student, config, new_store,
-                                     start=sink.done)
-    blocks_done = time.perf_counter()
+    with _Blocks(source, sink, config.overlap) as blocks:
+        _verify_finished(source, blocks)
+        _record_stem(source, sink)
+        budgets = _budgets(source, blocks, shapes, batches, config, new_store)
+        sizes = [sizes_after(s, b, config.gqa) for s, b in zip(shapes, budgets, strict=True)]
+        sink.plan = plan_export(arch, source.config, sizes, consumer_bias(arch, source.layers, budgets, config))
+        teacher = new_store()
+        metas = capture_inputs(source.model, source.layers[0], batches, source.device, teacher)
+        source.release_stem()
+        student = None
+        if config.calibration == "sequential":
+            student = new_store()
+            for h in teacher:
+                student.append(h)
+        teacher, student = _replay(source, blocks, metas, teacher, student, new_store)
+        finished = sink.reports()
+        setup_done = time.perf_counter()
+        layers = finished + prune_blocks(arch, blocks, shapes, budgets, metas, teacher, student, config, new_store,
+                                         start=sink.done)
+        blocks_done = time.perf_counter()
     report = build_report(source, shapes, layers, sink.plan, calibration, config, command, out)
 
     def stamp(report: PruneReport) -> None:

@@ -34,7 +34,8 @@ from liar.structure import LayerShape, attn_unit_scores
 
 
 class Blocks(Protocol):
-    """The model's blocks, opened one at a time (see liar.driver: a source to read from, a sink to write to)."""
+    """The model's blocks, opened one at a time in order (see liar.driver: a source to read from, a sink to write
+    to; the next block may be read, and the last one written, in the background meanwhile)."""
 
     def __len__(self) -> int: ...
 
@@ -43,7 +44,7 @@ class Blocks(Protocol):
     def as_saved(self, layer: nn.Module) -> None: ...
 
     def close(self, index: int, layer: nn.Module, report: LayerReport | None, began: float) -> None:
-        """Save and free a block; its 'write' stage is the time since `began`."""
+        """Save (or hand to a background writer) and free a block; its 'write' stage is the time since `began`."""
 
 
 def dense_step(arch: Architecture, layer: nn.Module, shape: LayerShape, budget: Budget, metas: list[BatchMeta],

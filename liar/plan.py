@@ -152,7 +152,8 @@ def render(plan: Plan, source: str, config: PruneConfig, dtype: torch.dtype, dev
         f"whole model -{1 - plan.params_after / plan.params_before:.1%})",
         f"  memory ({str(dtype).removeprefix('torch.')} on {device}): calibration activations "
         f"{_mib(plan.activation_bytes)} ({config.nsamples} x {config.seqlen} tokens, --offload {config.offload}), "
-        f"one block's weights {_mib(plan.block_bytes)}, Gram statistics {_mib(plan.statistics_bytes)}",
+        f"one block's weights {_mib(plan.block_bytes)} (up to three held at once: one read ahead, one being written; "
+        f"one with --no-overlap), Gram statistics {_mib(plan.statistics_bytes)}",
         "  output: " + ("stock-loadable (transformers' from_pretrained reads it)" if plan.stock_loadable else
                         "liar_pruned format (per-layer widths or biases the stock config cannot carry; "
                         "load with liar.load_pruned)"),

@@ -44,7 +44,10 @@ class LayerReport:
     attn: ModuleReport
     mlp: ModuleReport
     seconds: float = 0.0
-    stages: dict[str, float] = field(default_factory=dict)  # seconds: read, forward, statistics, solve, write
+    # seconds the main thread spent on this block: read (waiting for it), forward, statistics, solve, write
+    stages: dict[str, float] = field(default_factory=dict)
+    # seconds background threads spent reading / writing it while other blocks computed (not in `seconds`)
+    overlapped: dict[str, float] = field(default_factory=dict)
     params: int = 0  # attention + FFN linear parameters after pruning (biases included)
 
     def to_dict(self) -> dict:

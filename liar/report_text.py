@@ -41,7 +41,14 @@ def _stage_line(report: PruneReport) -> str | None:
     if not totals:
         return None
     order = [s for s in STAGES if s in totals] + sorted(set(totals) - set(STAGES))
-    return "  per stage, summed over layers: " + ", ".join(f"{s} {totals[s]:.1f} s" for s in order)
+    line = "  per stage, summed over layers: " + ", ".join(f"{s} {totals[s]:.1f} s" for s in order)
+    hidden: dict[str, float] = {}
+    for layer in report.layers:
+        for stage, seconds in layer.overlapped.items():
+            hidden[stage] = hidden.get(stage, 0.0) + seconds
+    if hidden:
+        line += "; in background threads meanwhile: " + ", ".join(f"{s} {v:.1f} s" for s, v in sorted(hidden.items()))
+    return line
 
 
 def _header(report: PruneReport) -> list[str]:

@@ -1,31 +1,44 @@
 """Sequential calibration: every block sees the already-pruned model's activations (the student) and its
 consumers are fitted to the dense model's outputs (the teacher) through the teacher–student cross-Gram.
 
-Per block, three passes over the calibration batches:
-  A. teacher through the dense block (its outputs, its consumer inputs, the dense consumer outputs), and
-     the student up to the attention consumer → attention cross statistics; prune attention.
-  B. the student through the block with pruned attention, up to the FFN consumer, against the cached
-     teacher FFN inputs → FFN cross statistics; prune the FFN.
-  C. the student through the pruned block → the next block's student inputs.
+Per block, three passes over the calibration batches; only the first runs the whole block:
+  A. the teacher through the dense block (its outputs, its consumer inputs, the dense consumer outputs), and
+     the student up to the attention consumer, whose inputs are kept → attention cross statistics; prune
+     attention.
+  B. the student up to the FFN consumer, the attention not run: the kept heads' outputs do not depend on the
+     pruned ones, so the pruned attention's output is o_proj' applied to the kept channels of the kept inputs
+     (and is kept in turn) → FFN consumer inputs, against the cached teacher ones → FFN cross statistics (the
+     inputs are kept); prune the FFN.
+  C. the student through the pruned block with neither attention nor FFN producers run: the attention output
+     comes from pass B, and down_proj' reads the kept neurons of the kept FFN inputs (a neuron's activation
+     depends on its own gate/up rows only) → the next block's student inputs.
+The attention is skipped only where the block's attention module returns o_proj's output itself (checked on
+the teacher pass: every decoder family; BERT's attention module adds its residual and norm, so there the
+pruned attention runs in B and C). Each consumer is brought to its saved form (liar.blocks) before the student
+reads its output, so a resumed run — which replays a finished block through the same passes with the saved
+weights in place of the solves (`replay_step`) — computes the same bytes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from itertools import repeat
 
 import torch
 from torch import nn
 
+from liar.activations import TensorStore
 from liar.allocation import Budget
 from liar.config import PruneConfig
-from liar.models.base import Architecture
-from liar.forward import BatchMeta, NewStore, block_output, generator, new_stats, run_block, sum_over_ranks
+from liar.forward import BatchMeta, NewStore, block_output, generator, new_stats, sum_over_ranks
+from liar.models.base import Architecture, set_linear
 from liar.prune_layer import prune_attention, prune_ffn
-from liar.report import LayerReport
-from liar.activations import TensorStore
+from liar.report import LayerReport, ModuleReport
 from liar.stats import CrossStats
-from liar.structure import LayerShape
+from liar.structure import LayerShape, heads_to_channels
 
 
 class _Stop(Exception):
@@ -34,10 +47,12 @@ class _Stop(Exception):
 
 def _record(block: nn.Module, meta: BatchMeta, hidden: torch.Tensor, capture: list[nn.Module],
             stop_at: nn.Module | None = None, targets: dict[nn.Module, CrossStats] | None = None,
-            ) -> tuple[dict[nn.Module, torch.Tensor], torch.Tensor | None]:
-    """Inputs of the `capture` modules (and the block output unless stopped early); the outputs of
-    `targets` modules add to their dense output energy."""
+            outputs: list[nn.Module] = (),
+            ) -> tuple[dict[nn.Module, torch.Tensor], dict[nn.Module, object], torch.Tensor | None]:
+    """(inputs of the `capture` modules, outputs of the `outputs` modules, the block output unless stopped
+    early); the outputs of `targets` modules add to their dense output energy."""
     seen: dict[nn.Module, torch.Tensor] = {}
+    produced: dict[nn.Module, object] = {}
 
     def grab(module, args):
         seen[module] = args[0]
@@ -47,8 +62,12 @@ def _record(block: nn.Module, meta: BatchMeta, hidden: torch.Tensor, capture: li
     def energy(module, _args, output):
         targets[module].add_target(output, meta.mask)
 
+    def keep(module, _args, output):
+        produced[module] = output
+
     handles = [m.register_forward_pre_hook(grab) for m in capture]
     handles += [m.register_forward_hook(energy) for m in (targets or {})]
+    handles += [m.register_forward_hook(keep) for m in outputs]
     try:
         out = block_output(block(hidden, *meta.args, **meta.kwargs))
     except _Stop:
@@ -56,7 +75,146 @@ def _record(block: nn.Module, meta: BatchMeta, hidden: torch.Tensor, capture: li
     finally:
         for h in handles:
             h.remove()
-    return seen, out
+    return seen, produced, out
+
+
+def _attention_module(arch: Architecture, layer: nn.Module) -> nn.Module | None:
+    """The module that holds the attention producers and consumer (LLaMA's `self_attn`): o's lowest ancestor
+    below the block that also holds q."""
+    parts = arch.o.split(".")[:-1]
+    while parts:
+        path = ".".join(parts)
+        if arch.q.startswith(path + "."):
+            return layer.get_submodule(path)
+        parts.pop()
+    return None
+
+
+@dataclass(frozen=True)
+class _Skip:
+    """How the attention module returns a given output without running: its output's tuple length (0: a bare
+    tensor), learned from the teacher pass."""
+
+    module: nn.Module
+    arity: int
+
+    @contextmanager
+    def returning(self, output: torch.Tensor) -> Iterator[None]:
+        result = output if self.arity == 0 else (output, *(None,) * (self.arity - 1))
+        self.module.forward = lambda *args, **kwargs: result
+        try:
+            yield
+        finally:
+            del self.module.forward
+
+
+def _skip_of(attention: nn.Module | None, produced: dict[nn.Module, object], o: nn.Module) -> _Skip | None:
+    """A _Skip when the attention module's output is o's output itself (the object, not a copy): then o's
+    output on cached inputs is exactly what the module would return."""
+    if attention is None:
+        return None
+    out = produced[attention]
+    first = out[0] if isinstance(out, tuple) else out
+    if first is not produced[o]:
+        return None
+    return _Skip(attention, len(out) if isinstance(out, tuple) else 0)
+
+
+@contextmanager
+def _ffn_input(arch: Architecture, layer: nn.Module, down: nn.Module, x: torch.Tensor) -> Iterator[None]:
+    """The FFN producers do not run (they return zeros of their output shape) and `down` reads `x` instead of
+    what the activation made of them."""
+    producers = [layer.get_submodule(path) for path in dict.fromkeys(arch.ffn_in)]
+    for lin in producers:
+        lin.forward = lambda h, rows=lin.out_features: h.new_zeros(()).expand(*h.shape[:-1], rows)
+    handle = down.register_forward_pre_hook(lambda _module, _args: (x,))
+    try:
+        yield
+    finally:
+        handle.remove()
+        for lin in producers:
+            del lin.forward
+
+
+class _Clock:
+    """Seconds spent in statistics and solves (the rest of a step is forward work)."""
+
+    def __init__(self):
+        self.began, self.statistics, self.solve = time.perf_counter(), 0.0, 0.0
+
+    @contextmanager
+    def counting(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self, stage, getattr(self, stage) + time.perf_counter() - started)
+
+    def stages(self) -> dict[str, float]:
+        forward = time.perf_counter() - self.began - self.statistics - self.solve
+        return {"forward": forward, "statistics": self.statistics, "solve": self.solve}
+
+
+def _passes(arch: Architecture, layer: nn.Module, metas: list[BatchMeta], teacher: TensorStore,
+            student: TensorStore, new_store: NewStore, as_saved: Callable[[nn.Module], None],
+            prune_attn: Callable[[CrossStats | None], torch.Tensor],
+            prune_mlp: Callable[[CrossStats | None], torch.Tensor],
+            stats: dict | None, clock: _Clock) -> tuple[TensorStore, TensorStore]:
+    """Passes A, B, C of one block (see the module docstring); `prune_attn` / `prune_mlp` prune the block on
+    the statistics (None when `stats` is: a replay) and return the kept consumer input channels. Returns the
+    teacher's and the student's outputs."""
+    o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
+    attention = _attention_module(arch, layer)
+    t_out, t_ffn_in, s_attn_in = new_store(), new_store(), new_store()
+    skip: _Skip | None = None
+    targets = None if stats is None else {o: stats["attn"], down: stats["mlp"]}
+    for b, (meta, h_t, h_s) in enumerate(zip(metas, teacher.drain(), student, strict=True)):
+        watch = [attention, o] if b == 0 and attention is not None else []
+        x_t, produced, y_t = _record(layer, meta, h_t, [o, down], targets=targets, outputs=watch)
+        if b == 0:
+            skip = _skip_of(attention, produced, o)
+        del produced
+        t_out.append(y_t)
+        if stats is not None:
+            t_ffn_in.append(x_t[down])
+        x_s, _, _ = _record(layer, meta, h_s, [o], stop_at=o)
+        if skip is not None:
+            s_attn_in.append(x_s[o])
+        if stats is not None:
+            with clock.counting("statistics"):
+                stats["attn"].update(x_s[o], x_t[o], meta.mask)
+    kept_attn = prune_attn(None if stats is None else stats["attn"])
+    as_saved(layer)  # the student reads o's output next: in its saved form
+    o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)  # pruning (and flagged biases) replace linears
+    s_attn_out, s_ffn_in = new_store(), new_store()
+    cached = s_attn_in.drain() if skip is not None else repeat(None)
+    t_ffn = t_ffn_in.drain() if stats is not None else repeat(None)
+    for meta, h_s, x_o, x_t in zip(metas, student, cached, t_ffn):
+        attn_out = None if skip is None else o(x_o[..., kept_attn.to(x_o.device)])
+        with nullcontext() if skip is None else skip.returning(attn_out):
+            x_s, _, _ = _record(layer, meta, h_s, [down], stop_at=down)
+        if skip is not None:
+            s_attn_out.append(attn_out)
+        s_ffn_in.append(x_s[down])
+        if stats is not None:
+            with clock.counting("statistics"):
+                stats["mlp"].update(x_s[down], x_t, meta.mask)
+    t_ffn_in.clear()
+    s_attn_in.clear()
+    kept_mlp = prune_mlp(None if stats is None else stats["mlp"])
+    as_saved(layer)
+    down = arch.ffn_consumer(layer)
+    s_out = new_store()
+    cached = s_attn_out.drain() if skip is not None else repeat(None)
+    for meta, h_s, attn_out, x_d in zip(metas, student.drain(), cached, s_ffn_in.drain()):
+        x = x_d[..., kept_mlp.to(x_d.device)]
+        with nullcontext() if skip is None else skip.returning(attn_out), _ffn_input(arch, layer, down, x):
+            s_out.append(block_output(layer(h_s, *meta.args, **meta.kwargs)))
+    return t_out, s_out
+
+
+def _attn_channels(report: ModuleReport, head_dim: int) -> torch.Tensor:
+    return heads_to_channels(torch.tensor(report.kept, dtype=torch.long), head_dim)
 
 
 def sequential_step(
@@ -64,39 +222,51 @@ def sequential_step(
     teacher: TensorStore, student: TensorStore, config: PruneConfig, index: int, new_store: NewStore,
     as_saved: Callable[[nn.Module], None],
 ) -> tuple[LayerReport, TensorStore, TensorStore]:
-    """Prune one block on student statistics; `as_saved` brings the pruned block to the exact form it is saved
-    in before the student runs through it, so a resumed run (which reads it back) sees the same numbers."""
-    began = time.perf_counter()
-    o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
+    """Prune one block on student statistics; `as_saved` brings each pruned consumer to the exact form it is
+    saved in before the student reads its output, so a resumed run (which reads it back) sees the same
+    numbers."""
+    clock = _Clock()
     stats = new_stats(arch, layer, config.backend, cls=CrossStats)
-    t_out, s_out, t_ffn_in = new_store(), new_store(), new_store()
-    statistics = 0.0
-    for meta, h_t, h_s in zip(metas, teacher.drain(), student, strict=True):
-        x_t, y_t = _record(layer, meta, h_t, [o, down], targets={o: stats["attn"], down: stats["mlp"]})
-        t_out.append(y_t)
-        t_ffn_in.append(x_t[down])
-        x_s, _ = _record(layer, meta, h_s, [o], stop_at=o)
-        counting = time.perf_counter()
-        stats["attn"].update(x_s[o], x_t[o], meta.mask)
-        statistics += time.perf_counter() - counting
-    sum_over_ranks(stats["attn"])
-    stats["attn"].check_finite(f"layer {index} attn consumer inputs")
-    solving = time.perf_counter()
-    attn = prune_attention(arch, layer, shape, stats["attn"], budget.attn_units, config,
-                           generator(config, index, "attn"))
-    solve = time.perf_counter() - solving
-    for meta, h_s, x_t in zip(metas, student, t_ffn_in, strict=True):
-        x_s, _ = _record(layer, meta, h_s, [down], stop_at=down)
-        counting = time.perf_counter()
-        stats["mlp"].update(x_s[down], x_t, meta.mask)
-        statistics += time.perf_counter() - counting
-    t_ffn_in.clear()
-    sum_over_ranks(stats["mlp"])
-    stats["mlp"].check_finite(f"layer {index} mlp consumer inputs")
-    solving = time.perf_counter()
-    mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, generator(config, index, "mlp"))
-    solve += time.perf_counter() - solving
-    as_saved(layer)
-    run_block(layer, metas, student.drain(), {}, s_out)
-    stages = {"forward": time.perf_counter() - began - solve - statistics, "statistics": statistics, "solve": solve}
-    return LayerReport(index=index, attn=attn, mlp=mlp, stages=stages), t_out, s_out
+    reports: dict[str, ModuleReport] = {}
+
+    def prune_attn(s: CrossStats) -> torch.Tensor:
+        sum_over_ranks(s)
+        s.check_finite(f"layer {index} attn consumer inputs")
+        with clock.counting("solve"):
+            reports["attn"] = prune_attention(arch, layer, shape, s, budget.attn_units, config,
+                                              generator(config, index, "attn"))
+        return _attn_channels(reports["attn"], shape.head_dim)
+
+    def prune_mlp(s: CrossStats) -> torch.Tensor:
+        sum_over_ranks(s)
+        s.check_finite(f"layer {index} mlp consumer inputs")
+        with clock.counting("solve"):
+            reports["mlp"] = prune_ffn(arch, layer, shape, s, budget.neurons, config, generator(config, index, "mlp"))
+        return torch.tensor(reports["mlp"].kept, dtype=torch.long)
+
+    t_out, s_out = _passes(arch, layer, metas, teacher, student, new_store, as_saved, prune_attn, prune_mlp, stats,
+                           clock)
+    return LayerReport(index=index, attn=reports["attn"], mlp=reports["mlp"], stages=clock.stages()), t_out, s_out
+
+
+def replay_step(arch: Architecture, layer: nn.Module, finished: dict[str, torch.Tensor], report: LayerReport,
+                head_dim: int, metas: list[BatchMeta], teacher: TensorStore, student: TensorStore,
+                new_store: NewStore, as_saved: Callable[[nn.Module], None]) -> tuple[TensorStore, TensorStore]:
+    """A finished block again, for a resumed run: the passes of `sequential_step` on the dense `layer`, the
+    saved linears (`finished`: the block's tensors as written, by name within the block) in place of the
+    solves. Returns the teacher's and the student's outputs, byte for byte those of the uninterrupted run."""
+
+    def restore(kind: str) -> None:
+        for path in arch.linears(layer, kind):
+            set_linear(layer, path, finished[f"{path}.weight"], finished.get(f"{path}.bias"))
+        arch.refresh_layer(layer, head_dim)
+
+    def prune_attn(_stats) -> torch.Tensor:
+        restore("attn")
+        return _attn_channels(report.attn, head_dim)
+
+    def prune_mlp(_stats) -> torch.Tensor:
+        restore("mlp")
+        return torch.tensor(report.mlp.kept, dtype=torch.long)
+
+    return _passes(arch, layer, metas, teacher, student, new_store, as_saved, prune_attn, prune_mlp, None, _Clock())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from liar.functional import CrossStats, reconstruct, reconstruct_sequential
@@ -63,3 +64,122 @@ def test_sequential_physical_pruning_equals_masked_reconstruction():
     for layer_report in report.layers:
         e = layer_report.mlp.errors
         assert e["liar"] <= e["bias"] + 1e-9
+
+
+# ---- pass reuse (liar.sequential) against the three full passes it replaced ----------------------------------
+
+def _three_full_passes(arch, layer, shape, budget, metas, teacher, student, config, index, new_store, as_saved):
+    """The sequential step before pass reuse (the reference): A. teacher through the dense block, student up to
+    o_proj; B. student through the pruned attention up to down_proj; C. student through the pruned block."""
+    import time as _time
+
+    from liar.forward import generator, new_stats, run_block
+    from liar.prune_layer import prune_attention, prune_ffn
+    from liar.report import LayerReport
+    from liar.sequential import _record
+
+    began = _time.perf_counter()
+    o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
+    stats = new_stats(arch, layer, config.backend, cls=CrossStats)
+    t_out, s_out, t_ffn_in = new_store(), new_store(), new_store()
+    for meta, h_t, h_s in zip(metas, teacher.drain(), student, strict=True):
+        x_t, _, y_t = _record(layer, meta, h_t, [o, down], targets={o: stats["attn"], down: stats["mlp"]})
+        t_out.append(y_t)
+        t_ffn_in.append(x_t[down])
+        x_s, _, _ = _record(layer, meta, h_s, [o], stop_at=o)
+        stats["attn"].update(x_s[o], x_t[o], meta.mask)
+    attn = prune_attention(arch, layer, shape, stats["attn"], budget.attn_units, config,
+                           generator(config, index, "attn"))
+    for meta, h_s, x_t in zip(metas, student, t_ffn_in, strict=True):
+        x_s, _, _ = _record(layer, meta, h_s, [down], stop_at=down)
+        stats["mlp"].update(x_s[down], x_t, meta.mask)
+    mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, generator(config, index, "mlp"))
+    as_saved(layer)
+    run_block(layer, metas, student.drain(), {}, s_out)
+    seconds = _time.perf_counter() - began
+    stages = {"forward": seconds, "statistics": 0.0, "solve": 0.0}
+    return LayerReport(index=index, attn=attn, mlp=mlp, stages=stages), t_out, s_out
+
+
+def _family_models():
+    from tests.conftest import FAMILIES as CORE
+    from tests.test_bert import tiny_bert
+    from tests.test_families import FAMILIES as MORE
+    from tests.test_families import tiny
+
+    models = {family: (lambda f=family: tiny_model(f, num_hidden_layers=3)) for family in CORE}
+    models.update({family: (lambda f=family: tiny(f)) for family in MORE})
+    models["bert"] = tiny_bert  # its attention module adds the residual and norm: the attention is run
+    return models
+
+
+FAMILY_MODELS = _family_models()
+
+
+@pytest.mark.parametrize("reconstruct", ["liar", "none"])
+@pytest.mark.parametrize("family", FAMILY_MODELS)
+def test_pass_reuse_equals_three_full_passes(family, reconstruct, monkeypatch):
+    """The same units kept, the same weights and outputs (fp32 summation order apart) as the reference."""
+    import copy
+
+    import liar
+    from liar import pipeline
+    from tests.conftest import calib_ids
+    from tests.test_pipeline import FAST
+
+    dense = FAMILY_MODELS[family]()
+    config = liar.PruneConfig(**FAST, ratio=0.35, calibration="sequential", reconstruct=reconstruct)
+    ids = calib_ids(8, 48, seed=3)
+    reused = copy.deepcopy(dense)
+    got = liar.prune(reused, None, config, calibration=ids)
+    monkeypatch.setattr(pipeline, "sequential_step", _three_full_passes)
+    reference = copy.deepcopy(dense)
+    expected = liar.prune(reference, None, config, calibration=ids)
+    for a, b in zip(got.layers, expected.layers, strict=True):
+        assert (a.attn.kept, a.attn.kept_kv, a.mlp.kept) == (b.attn.kept, b.attn.kept_kv, b.mlp.kept)
+        for mode, error in b.mlp.errors.items():
+            assert abs(a.mlp.errors[mode] - error) <= 1e-4 * error + 1e-7
+    got_params, expected_params = dict(reused.named_parameters()), dict(reference.named_parameters())
+    assert got_params.keys() == expected_params.keys()
+    for name, p in expected_params.items():
+        scale = float(p.detach().abs().max()) + 1e-12
+        assert float((got_params[name] - p).detach().abs().max()) <= 1e-4 * scale, name
+
+
+@pytest.mark.parametrize("family", ["llama", "phi3", "bert"])
+def test_pass_reuse_runs_each_producer_only_where_its_output_is_new(family, monkeypatch):
+    """Per block and batch: the attention producers run for the teacher and the student's pass A only, the FFN
+    producers for the teacher and pass B, the consumers once each for the teacher and the student (BERT's
+    attention module adds its residual and norm, so its attention runs in every pass)."""
+    from collections import Counter
+
+    from torch import nn
+
+    import liar
+    from liar.models import architecture_for
+    from tests.conftest import calib_ids
+    from tests.test_pipeline import FAST
+
+    dense = FAMILY_MODELS[family]()
+    arch = architecture_for(dense)
+    layers = arch.layer_list(dense)
+    runs: Counter = Counter()
+    real = nn.Linear.forward
+
+    def counted(self, x):
+        for i, layer in enumerate(layers):
+            for path, module in layer.named_modules():
+                if module is self:
+                    runs[i, path] += 1
+        return real(self, x)
+
+    monkeypatch.setattr(nn.Linear, "forward", counted)
+    liar.prune(dense, None, liar.PruneConfig(**FAST, ratio=0.35, calibration="sequential"),
+               calibration=calib_ids(8, 48, seed=3))
+    batches = FAST["nsamples"] // FAST["batch_size"]
+    skipped = family != "bert"
+    for i in range(len(layers)):
+        assert runs[i, arch.q] == (2 if skipped else 4) * batches  # teacher, A (B, C)
+        assert runs[i, arch.o] == (2 if skipped else 3) * batches  # teacher, B (C)
+        assert all(runs[i, path] == 2 * batches for path in arch.ffn_in)  # teacher, pass B
+        assert runs[i, arch.ffn_out] == 2 * batches  # teacher, pass C

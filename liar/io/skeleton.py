@@ -2,7 +2,11 @@
 
 Only what runs before the first block (embeddings, rotary tables, masks) is materialized at the start;
 the output head is never needed for calibration and stays on meta. Each block is read from the shards
-when its turn comes and sent back to meta once written, so memory holds one block at a time.
+when its turn comes and sent back to meta once written (liar.driver keeps at most one block read ahead
+and one being written besides the one computing).
+
+Blocks are read through their own ShardReader, never the stem's: a block may be read in a background
+thread while the main thread frees another block or reads stem tensors.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class Skeleton:
         self.model.eval()
         self.arch: Architecture = architecture_for(self.model)
         self.reader = ShardReader(source)
+        self.block_reader = ShardReader(source)  # blocks only (see the module docstring)
         self.prefix = block_prefix(self.reader, self.arch)
         self.head_dim = self.arch.head_dim(self.config)
         self.layers = self.arch.layer_list(self.model)
@@ -69,14 +74,15 @@ class Skeleton:
     def load_layer(self, index: int, reader: ShardReader | None = None, device: str | None = None,
                    hasher=None) -> nn.Module:
         """Materialize block `index` from the input shards (or from `reader`, e.g. the finished output's);
-        `hasher` digests the bytes read."""
-        source = reader or self.reader
+        `hasher` digests the bytes read. Loads of different blocks may run in two threads at once, each with
+        its own reader (the input's block reader is used by one load at a time: see liar.driver)."""
+        source = reader or self.block_reader
         layer = load_block(self.arch, self.layers[index], f"{self.prefix}{index}.", source, self.dtype,
                            device or self.device, self.head_dim, hasher)
         source.close()
         return layer
 
     def free_layer(self, index: int) -> None:
+        """Send a block back to meta (its reader was closed when it was loaded) and trim the heap."""
         self.layers[index].to("meta")
-        self.reader.close()
         trim()

@@ -7,6 +7,10 @@ same command finds it and continues after the last finished block; a run with ot
 input refuses it instead of mixing results. At the end the stem shards, index, config, side files and report
 are added, the state is dropped and the folder replaces the output (liar.io.destination). Under
 torch.distributed rank 0 alone writes; the other ranks read its state and keep their copy in step.
+
+A block may be saved by a background thread (liar.driver) while the main thread records the digests of the
+next block's input bytes: the state is changed and saved under one lock. Blocks are saved one at a time, in
+order, and each counts as done only once both its shard and the state naming it are on disk.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -78,6 +83,7 @@ class CheckpointWriter:
         self.folder = hidden_sibling(out, "partial")
         self.scratch = hidden_sibling(out, "activations")  # disk-offloaded activations: never inside the output
         self.main = distributed.is_main()
+        self._lock = threading.Lock()  # the state: changed by the main thread and by a background save_block
         with distributed.step():
             if self.main:
                 self._prepare(overwrite, command)
@@ -126,11 +132,12 @@ class CheckpointWriter:
         if not self.main:
             return
         tmp = self.folder / (STATE_NAME + ".tmp")
-        try:
-            tmp.write_text(json.dumps(self.state) + "\n", encoding="utf-8")
-        except OSError as err:
-            raise (_disk_full(self.folder, err) if _is_disk_full(err) else err) from err
-        os.replace(tmp, self.folder / STATE_NAME)
+        with self._lock:  # whole: two saves never interleave, so the newest state is the one left on disk
+            try:
+                tmp.write_text(json.dumps(self.state) + "\n", encoding="utf-8")
+            except OSError as err:
+                raise (_disk_full(self.folder, err) if _is_disk_full(err) else err) from err
+            os.replace(tmp, self.folder / STATE_NAME)
 
     # ---- progress ----------------------------------------------------------------------------------
     @property
@@ -142,7 +149,8 @@ class CheckpointWriter:
         return self.state["budgets"]
 
     def set_budgets(self, budgets: list[list[int]]) -> None:
-        self.state["budgets"] = budgets
+        with self._lock:
+            self.state["budgets"] = budgets
         self._save()
 
     def reports(self) -> list[LayerReport]:
@@ -150,11 +158,12 @@ class CheckpointWriter:
 
     def check_digest(self, name: str, digest: str) -> None:
         """Record the digest of input bytes read under `name`, or refuse if an earlier read saw other bytes."""
-        seen = self.state["digests"].get(name)
-        if seen is not None and seen != digest:
-            raise InputChanged(f"the input checkpoint changed since this unfinished run began ({name} holds other "
-                               "bytes now); rerun with --overwrite to start over on the new weights")
-        self.state["digests"][name] = digest
+        with self._lock:
+            seen = self.state["digests"].get(name)
+            if seen is not None and seen != digest:
+                raise InputChanged(f"the input checkpoint changed since this unfinished run began ({name} holds "
+                                   "other bytes now); rerun with --overwrite to start over on the new weights")
+            self.state["digests"][name] = digest
 
     def shard(self, index: int, total: int) -> Path:
         return self.folder / shard_name(index + 1, total)
@@ -172,16 +181,25 @@ class CheckpointWriter:
         os.chmod(path, FILE_MODE)
 
     def save_block(self, index: int, total: int, tensors: dict[str, torch.Tensor], report: LayerReport,
-                   began: float) -> None:
-        """Write a finished block's shard, then its report (with the write time since `began`) into the state.
-        The returned report's write time also counts saving the state; the state's copy cannot know that part."""
+                   began: float | None) -> None:
+        """Write a finished block's shard, then its report into the state.
+
+        `began`: a save in the caller's thread, whose write stage runs from `began` to the end of this call (the
+        state's copy cannot count saving the state itself). None: a background save; the caller timed its own
+        write stage, and the seconds spent writing the shard go to `report.overlapped['write']`."""
         if index != self.done:
             raise RuntimeError(f"block {index} finished out of order (expected {self.done})")
+        started = time.perf_counter()
         self._write(self.shard(index, total), tensors)
-        _set_write(report, began)
-        self.state["reports"].append(report.to_dict())
+        if began is not None:
+            _set_write(report, began)
+        else:
+            report.overlapped["write"] = time.perf_counter() - started
+        with self._lock:
+            self.state["reports"].append(report.to_dict())
         self._save()
-        _set_write(report, began)
+        if began is not None:
+            _set_write(report, began)
 
     def finished_files(self, total: int) -> list[Path]:
         return [self.shard(i, total) for i in range(self.done)]
