@@ -85,9 +85,9 @@ def main() -> None:
 
 def write(rows: list[dict], args) -> None:
     RESULTS.mkdir(exist_ok=True)
-    name = RESULTS / f"selection_stability_r{args.ratio}"
+    name = f"selection_stability_r{args.ratio}"
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k != "selection", k != "sample", k))
-    with name.with_suffix(".csv").open("w", newline="") as f:
+    with (RESULTS / f"{name}.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
@@ -105,7 +105,7 @@ def write(rows: list[dict], args) -> None:
         lines.append(f"| {selection} | " + " | ".join(cells) + f" | {over['overlap heads']['mean']:.0%} "
                      f"(min {over['overlap heads']['min']:.0%}) | {over['overlap neurons']['mean']:.0%} "
                      f"(min {over['overlap neurons']['min']:.0%}) |")
-    name.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
