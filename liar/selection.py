@@ -26,9 +26,9 @@ from liar.reconstruct import output_energy
 from liar.stats import GramStats
 from liar.structure import AttnPlan, LayerShape, complement
 
-# Units removed from each group per step: at most this many steps per consumer. Each step costs one D×D
-# rank-update of H⁻¹ (≈ 4 ms at D = 1536 in float64 on one core here), so 128 steps bound a consumer at ≈ 0.5 s;
-# removing several units per step chooses them by the same scores without refitting in between.
+# Units removed from each group per step: at most this many steps per consumer. Each step is one in-place
+# rank-|P| downdate of the D×D float64 H⁻¹; measured here (one core): 768 of 1,536 neurons in 2.1 s on a quiet
+# machine, 1,382 of 1,536 in 24 s at load 6. Several units a step are chosen by the same scores without refitting.
 MAX_STEPS = 128
 
 
