@@ -76,7 +76,7 @@ def _scoring_pass(arch: Architecture, blocks: Blocks, metas: list[BatchMeta], hi
         with distributed.step():
             layer = blocks.open(i)
             stats = new_stats(arch, layer, config.backend)
-            energy = torch.zeros(2, dtype=torch.float64)  # Σ‖h‖², tokens
+            energy = torch.zeros(2, dtype=torch.float64, device=arch.attn_consumer(layer).weight.device)  # Σ‖h‖², N
             inputs = _metered(hidden.drain(), metas, energy)
             out = run_block(layer, metas, inputs, consumer_map(arch, layer, stats), new_store())
             for s in stats.values():
@@ -94,7 +94,8 @@ def _metered(hidden: Iterable[torch.Tensor], metas: list[BatchMeta], energy: tor
     for h, meta in zip(hidden, metas, strict=True):
         sq = h.double().square().sum(-1)
         sq = sq if meta.mask is None else sq[meta.mask.to(sq.device)]
-        energy += torch.tensor([float(sq.sum()), sq.numel()], dtype=torch.float64)
+        energy[0] += sq.sum().to(energy.device)
+        energy[1] += sq.numel()
         yield h
 
 

@@ -47,9 +47,11 @@ def source(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("calibration, alpha", [("dense", "0.01"), ("sequential", "0.01"), ("dense", "auto")])
-def test_two_ranks_equal_one(calibration, alpha, source, text_file, tmp_path, env):
-    extra = ("--calibration", calibration, "--allocation", "global", "--alpha", alpha)
+@pytest.mark.parametrize("calibration, alpha, allocation", [("dense", "0.01", "global"), ("sequential", "0.01", "global"),
+                                                          ("dense", "auto", "error")])
+def test_two_ranks_equal_one(calibration, alpha, allocation, source, text_file, tmp_path, env):
+    selection = "reconstruction" if allocation == "error" else "criterion"
+    extra = ("--calibration", calibration, "--allocation", allocation, "--selection", selection, "--alpha", alpha)
     subprocess.run([sys.executable, *_args(source, tmp_path / "one", text_file, *extra)], check=True, env=env,
                    capture_output=True)
     two = subprocess.run(torchrun(*_args(source, tmp_path / "two", text_file, *extra, "--json")), env=env,
