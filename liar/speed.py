@@ -120,7 +120,7 @@ class PeakMemory:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.kind = "cuda max_memory_allocated" if device.type == "cuda" else "VmHWM above the pre-load RSS"
+        self.kind = "cuda max_memory_allocated" if device.type == "cuda" else "VmHWM above its reset at entry"
         self.peak_mb = float("nan")
 
     def __enter__(self) -> PeakMemory:
@@ -130,7 +130,7 @@ class PeakMemory:
             return self
         try:
             Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS to the current RSS
-            self._base = _status_bytes("VmRSS")
+            self._base = _status_bytes("VmHWM")  # the same counter as at exit (VmRSS lags it by up to ~64 KiB)
         except OSError:
             self.kind, self._base = "unavailable (no writable /proc/self/clear_refs)", None
         return self
