@@ -60,11 +60,11 @@ def block_stages(m: Llama70B, ratio: float, tokens: int, seqlen: int, sequential
     kept = {"o": round((1 - ratio) * q), "down": round((1 - ratio) * f)}
     pruned = {"o": q - kept["o"], "down": f - kept["down"]}
     grams = q * q + f * f  # one triangle of each consumer Gram: D² FLOPs per token
-    if sequential:  # liar.sequential: teacher forward + student passes A, B, C; student Gram + full cross-Gram
+    if sequential:  # liar.sequential: teacher forward + student passes A, B, C; student Gram + Σ y x_sᵀ [h, D]
         ffn, o = 2 * h * 3 * f, 2 * h * q
         # A: up to o's input; B: o' on the kept channels, the FFN producers; C: down' on the kept neurons
         student = (per_token - ffn - o) + (2 * h * kept["o"] + 2 * h * 2 * f) + 2 * h * kept["down"]
-        per_token, grams = per_token + student, 3 * grams
+        per_token, grams = per_token + student, grams + 2 * h * (q + f)
     forward, statistics = tokens * per_token, tokens * grams
     width = {"o": q, "down": f}
     if not sequential:  # liar.reconstruct: Cholesky of C_RR, Q = C_SR C_RR⁻¹, W_S Q folded into W_R
@@ -74,13 +74,13 @@ def block_stages(m: Llama70B, ratio: float, tokens: int, seqlen: int, sequential
         # bias and liar, and liar's residual moment from the S×S and S×R blocks
         errors = sum(2 * h * width[k] ** 2 + 3 * 2 * h * pruned[k] ** 2 + 4 * pruned[k] ** 2 * r
                      for k, r in kept.items())
-    else:  # sequential_fit: W C_ts[:, R] − W_R C_RR in fp64, then Cholesky and two solves with h right-hand sides
-        rhs = sum(2 * h * width[k] * r + 2 * h * r * r for k, r in kept.items())
+    else:  # sequential_fit: C_ys[:, R] − W_R C_RR in fp64, then Cholesky and two solves with h right-hand sides
+        rhs = sum(2 * h * r * r for r in kept.values())
         factor = sum(r**3 / 3 + 2 * r * r * h for r in kept.values())
         solve = rhs + factor
         solve_seconds = (rhs / FP64_FLOPS + factor / FP32_FLOPS) / EFFICIENCY["solve"]
-        # sequential_error, once per mode (none, bias, liar): W G_ts[:, R] and tr(W' G_RR W'ᵀ)
-        errors = sum(3 * (2 * h * width[k] * r + 2 * h * r * r) for k, r in kept.items())
+        # sequential_error, once per mode (none, bias, liar): ⟨W', Y[:, R]⟩ and tr(W' G_RR W'ᵀ)
+        errors = sum(3 * (2 * h * r + 2 * h * r * r) for r in kept.values())
     return {
         "read": {"bytes": bytes_bf16, "seconds": bytes_bf16 / DISK_READ},
         "digest": {"bytes": bytes_bf16, "seconds": bytes_bf16 / sha256},

@@ -5,7 +5,9 @@
 Variants (all LIAR, flap criterion, uniform allocation):
   dense           statistics of the unpruned model (the default)
   seq-teacher     the shipped sequential mode: student inputs fitted to the dense model's outputs
-                  (cross-Gram), at damping α ∈ {1e-2, 1e-1, 1}
+                  (sequential_target=output), at damping α ∈ {1e-2, 1e-1, 1}
+  seq-residual    student inputs fitted to the dense residual stream less the student's
+                  (sequential_target=residual: a block also repairs the drift that reaches it)
   seq-self        student inputs fitted to the block's own dense function on those inputs
                   (GPTQ-style: the same formula as dense mode, statistics from the pruned model)
 In-sample perplexity is measured on the calibration tokens themselves: a variant that wins there and loses
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 import liar
+import liar.pipeline
 import liar.sequential
 from liar import data
 from liar.eval import perplexity
@@ -32,7 +35,7 @@ RESULTS = Path(__file__).parent / "results"
 SHIPPED_STEP = liar.sequential.sequential_step
 
 
-def self_target_step(arch, layer, shape, budget, metas, teacher, student, config, index, new_store):
+def self_target_step(arch, layer, shape, budget, metas, teacher, student, config, index, new_store, as_saved):
     """Sequential statistics, dense-mode targets: each consumer is fitted to its own dense output on the
     pruned model's activations (attention first, then the FFN on the pruned attention's outputs)."""
     o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
@@ -43,15 +46,18 @@ def self_target_step(arch, layer, shape, budget, metas, teacher, student, config
     run_block(layer, metas, student, {down: stats["mlp"]}, None)
     sum_over_ranks(stats["mlp"])
     mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, generator(config, index, "mlp"))
+    as_saved(layer)
     return LayerReport(index=index, attn=attn, mlp=mlp), teacher, run_block(layer, metas, student, {}, new_store())
 
 
-VARIANTS = {
-    "dense": ("dense", 1e-2, SHIPPED_STEP),
-    "seq-teacher a=1e-2": ("sequential", 1e-2, SHIPPED_STEP),
-    "seq-teacher a=1e-1": ("sequential", 1e-1, SHIPPED_STEP),
-    "seq-teacher a=1": ("sequential", 1.0, SHIPPED_STEP),
-    "seq-self": ("sequential", 1e-2, self_target_step),
+VARIANTS = {  # calibration, alpha, sequential step, sequential target
+    "dense": ("dense", 1e-2, SHIPPED_STEP, "output"),
+    "seq-teacher a=1e-2": ("sequential", 1e-2, SHIPPED_STEP, "output"),
+    "seq-teacher a=1e-1": ("sequential", 1e-1, SHIPPED_STEP, "output"),
+    "seq-teacher a=1": ("sequential", 1.0, SHIPPED_STEP, "output"),
+    "seq-residual a=1e-2": ("sequential", 1e-2, SHIPPED_STEP, "residual"),
+    "seq-residual a=1e-1": ("sequential", 1e-1, SHIPPED_STEP, "residual"),
+    "seq-self": ("sequential", 1e-2, self_target_step, "output"),
 }
 
 
@@ -70,11 +76,11 @@ def main() -> None:
     in_sample = calib.reshape(-1)[: args.eval_tokens]
     rows = []
     for name in args.variants:
-        mode, alpha, step = VARIANTS[name]
-        liar.sequential.sequential_step = step
+        mode, alpha, step, target = VARIANTS[name]
+        liar.pipeline.sequential_step = step  # the name the pipeline calls
         model = load_pruned(source)
-        config = liar.PruneConfig(ratio=args.ratio, alpha=alpha, calibration=mode, nsamples=args.nsamples,
-                                  seqlen=args.seqlen)
+        config = liar.PruneConfig(ratio=args.ratio, alpha=alpha, calibration=mode, sequential_target=target,
+                                  nsamples=args.nsamples, seqlen=args.seqlen)
         began = time.perf_counter()
         report = liar.prune(model, None, config, calibration=calib)
         seconds = time.perf_counter() - began
@@ -84,7 +90,7 @@ def main() -> None:
                      "attn_err": report.mean_errors("attn")["liar"], "mlp_err": report.mean_errors("mlp")["liar"],
                      "prune_seconds": seconds})
         print(rows[-1], flush=True)
-    liar.sequential.sequential_step = SHIPPED_STEP
+    liar.pipeline.sequential_step = SHIPPED_STEP
     dense = load_pruned(source)
     baseline = {"heldout": perplexity(dense, heldout, seqlen=512)["ppl"],
                 "in_sample": perplexity(dense, in_sample, seqlen=512)["ppl"]}

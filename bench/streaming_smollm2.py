@@ -7,8 +7,8 @@ calibration batches. The prune is the whole CLI path (`liar.prune(folder, out)`:
 write). Floors are FLOP counts: a block's forward, plus one triangle of each consumer Gram (D² FLOPs per
 token) in dense mode; in sequential mode the teacher forward, the student's passes (liar.sequential: A up to
 the attention consumer; B o_proj' on the kept channels of A's cached inputs, then the FFN producers; C down_proj'
-on the kept channels of B's cached FFN inputs), and the student Gram plus the full teacher–student cross-Gram
-(3·D² per token). `sequential (three passes)` is the floor of the design before pass reuse (A; B through the
+on the kept channels of B's cached FFN inputs), and the student Gram plus Σ y x_sᵀ of the consumer targets
+(D² + 2·hidden·D per token). `sequential (three passes)` is the floor of the design before pass reuse (A; B through the
 pruned attention up to the FFN consumer; C through the whole pruned block).
 Rows go to bench/results/streaming_smollm2.{csv,md}.
 """
@@ -50,8 +50,9 @@ def floors(config, seqlen: int, ratio: float) -> dict[str, float]:
     kept = 1 - ratio
     student = (b["attn"] - o) + (kept * o + b["ffn"] - down) + kept * down  # passes A, B, C
     three_passes = b["attn"] + (b["attn"] * kept + 2 * b["ffn"] / 3) + kept * fwd
-    return {"dense": (fwd + grams) / fwd, "sequential": (fwd + student + 3 * grams) / fwd,
-            "sequential (three passes)": (fwd + three_passes + 3 * grams) / fwd}
+    cross = 2 * config.hidden_size * (b["d_attn"] + b["d_ffn"])  # Σ y x_sᵀ: [hidden, D] per consumer
+    return {"dense": (fwd + grams) / fwd, "sequential": (fwd + student + grams + cross) / fwd,
+            "sequential (three passes)": (fwd + three_passes + grams + cross) / fwd}
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ SELECTIONS = ("criterion", "reconstruction")
 ALLOCATIONS = ("uniform", "depth", "error", "global")
 GQA_MODES = ("per-group", "whole-groups")
 CALIBRATION_MODES = ("dense", "sequential")
+SEQUENTIAL_TARGETS = ("output", "residual")
 CORPORA = ("imdb", "wiki", "sciq", "mix")  # named calibration / evaluation texts (liar.corpora)
 OFFLOADS = ("none", "cpu", "disk")
 DEVICES = ("auto", "cpu", "cuda")
@@ -94,6 +95,11 @@ class PruneConfig:
     calibration: str = option("dense", "dense: statistics of the unpruned model (one forward pass); sequential: "
                               "inputs of the already-pruned model fitted to the dense model's outputs",
                               "calibration", CALIBRATION_MODES)
+    sequential_target: str = option("output", "sequential calibration only: what each consumer is fitted to: output "
+                                    "(the dense consumer's output) or residual (the dense residual stream after the "
+                                    "consumer's add, less the student's, so a block also repairs the drift that "
+                                    "reaches it; decoders whose consumers add straight to the residual stream)",
+                                    "calibration", SEQUENTIAL_TARGETS)
     offload: str = option("none", "where calibration activations wait between blocks: none (compute device), "
                           "cpu memory, or disk", "resources", OFFLOADS)
     max_memory: str | None = option(None, "spill calibration activations to disk when they would exceed this "
@@ -125,6 +131,10 @@ class PruneConfig:
         _choice("allocation", self.allocation, ALLOCATIONS)
         _choice("gqa", self.gqa, GQA_MODES)
         _choice("calibration", self.calibration, CALIBRATION_MODES)
+        _choice("sequential_target", self.sequential_target, SEQUENTIAL_TARGETS)
+        if self.sequential_target != "output" and self.calibration != "sequential":
+            raise ValueError(f"sequential_target={self.sequential_target!r} chooses what sequential calibration fits; "
+                             "add --calibration sequential (dense calibration fits the dense outputs)")
         _choice("offload", self.offload, OFFLOADS)
         _choice("device", self.device, DEVICES)
         _choice("dtype", self.dtype, DTYPES)

@@ -218,6 +218,7 @@ def build_report(source, shapes: list[LayerShape], layers: list[LayerReport], pl
     blocks_before = sum(s.block_params for s in shapes)
     blocks_after = sum(layer.params for layer in layers)
     params_after = source.params_before - blocks_before + blocks_after
+    statistics_op = "gram_update_cross" if config.calibration == "sequential" else "gram_update"
     report = PruneReport(
         config=config.to_dict(),
         model={"source": source.name, "architecture": source.arch.name,
@@ -226,7 +227,7 @@ def build_report(source, shapes: list[LayerShape], layers: list[LayerReport], pl
                "block_fraction_removed": 1 - blocks_after / blocks_before,
                "model_fraction_removed": 1 - params_after / source.params_before},
         calibration=calibration, layers=layers,
-        backends={"device": str(source.device), "gram_update": ops.last_backend("gram_update") or "",
+        backends={"device": str(source.device), "gram_update": ops.last_backend(statistics_op) or "",
                   "liar_solve": ops.last_backend("liar_solve") or "", "ranks": str(distributed.world_size()),
                   "blocks": "streamed from shards" if source.resumable else "in memory",
                   "self_checks": "; ".join(f"{k}: {v}" for k, v in ops.self_checks().items())},

@@ -128,11 +128,15 @@ def new_stats(arch: Architecture, layer: nn.Module, backend: str, cls=GramStats)
     if cls is FoldedStats and arch.moe is not None:
         raise ValueError(f"{arch.name}: alpha='auto' is not implemented for mixture-of-experts models; give a "
                          "number (e.g. --alpha 0.01)")
-    device = arch.attn_consumer(layer).weight.device
-    attn = cls.zeros(arch.attn_consumer(layer).in_features, device, backend)
+    def zeros(consumer: nn.Linear):
+        if cls is CrossStats:
+            return CrossStats.zeros(consumer.in_features, consumer.out_features, consumer.weight.device, backend)
+        return cls.zeros(consumer.in_features, consumer.weight.device, backend)
+
+    attn = zeros(arch.attn_consumer(layer))
     if arch.moe is not None:
         return {"attn": attn, "mlp": moe.new_stats(arch.moe, layer, backend, sequential=cls is not GramStats)}
-    return {"attn": attn, "mlp": cls.zeros(arch.ffn_consumer(layer).in_features, device, backend)}
+    return {"attn": attn, "mlp": zeros(arch.ffn_consumer(layer))}
 
 
 def consumer_map(arch: Architecture, layer: nn.Module, stats: dict) -> dict:
@@ -141,8 +145,8 @@ def consumer_map(arch: Architecture, layer: nn.Module, stats: dict) -> dict:
 
 
 def sum_over_ranks(stats) -> None:
-    """Sum GramStats / FoldedStats / CrossStats over torch.distributed ranks in place (sums, token counts, dense
-    output energy); a no-op outside a process group."""
+    """Sum GramStats / FoldedStats / CrossStats over torch.distributed ranks in place (sums, token counts, target
+    energy); a no-op outside a process group."""
     if not distributed.active():
         return
     if isinstance(stats, FoldedStats):
@@ -151,10 +155,10 @@ def sum_over_ranks(stats) -> None:
         return
     cross = isinstance(stats, CrossStats)
     own = stats.student if cross else stats
-    scalars = torch.tensor([float(own.n), *([float(stats.target_energy)] if cross else [])], dtype=torch.float64,
+    scalars = torch.tensor([float(own.n), *([float(stats.energy)] if cross else [])], dtype=torch.float64,
                            device=own.G.device)
-    distributed.all_reduce_(own.G, own.s, scalars, *([stats.G_ts, stats.s_t] if cross else []))
+    distributed.all_reduce_(own.G, own.s, scalars, *([stats.Y, stats.s_y] if cross else []))
     own.n = int(round(float(scalars[0])))
     own.symmetric = False
     if cross:
-        stats.target_energy = float(scalars[1])
+        stats.energy = float(scalars[1])

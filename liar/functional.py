@@ -78,22 +78,23 @@ def reconstruct_sequential(
     intercept: bool = True,
     solve_dtype: torch.dtype = torch.float32,
 ) -> Reconstruction:
-    """Sequential mode: fit the consumer on student inputs to the dense output on teacher inputs.
+    """Sequential mode: fit the consumer on student inputs to its targets (`CrossStats`: the dense output on
+    teacher inputs, or liar.sequential's residual target).
 
-    none keeps W_R and b; bias matches the mean output (b' = b + W μ_t − W_R μ_s,R); liar is the damped
-    least-squares fit `sequential_fit`. Errors are relative to the dense output on teacher inputs.
+    none keeps W_R and b; bias matches the mean output (b' = μ_y − W_R μ_s,R); liar is the damped
+    least-squares fit `sequential_fit`. Errors are relative to the targets' energy.
     """
-    kept = _checked(kept, W.shape[1], mode)
-    W_R = W.index_select(1, kept.to(W.device))
-    bias_shift = (W.double() @ cross.s_t.double().to(W.device) / cross.n
-                  - W_R.double() @ cross.student.mean().to(W.device).index_select(0, kept.to(W.device)))
+    kept = _checked(kept, W.shape[1], mode).to(W.device)
+    W_R = W.index_select(1, kept)
+    mean_y = cross.s_y.double().to(W.device) / cross.n
+    mean_s = cross.student.mean().to(W.device).index_select(0, kept)
     candidates = {
         "none": (W_R, b, None),
-        "bias": (W_R, (bias_shift if b is None else b.double() + bias_shift).to(W.dtype), None),
+        "bias": (W_R, (mean_y - W_R.double() @ mean_s).to(W.dtype), None),
     }
     if mode == "liar":  # none and bias run no solve
         candidates["liar"] = sequential_fit(cross, W, b, kept, alpha, intercept, solve_dtype)
-    errors = {m: sequential_error(cross, W, b, kept, w, bb) for m, (w, bb, _) in candidates.items()}
+    errors = {m: sequential_error(cross, kept, w, bb) for m, (w, bb, _) in candidates.items()}
     weight, bias, info = candidates[mode]
     return Reconstruction(weight, bias, info, errors)
 

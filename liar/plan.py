@@ -113,7 +113,9 @@ def make_plan(arch: Architecture, model_config, layers: list[nn.Module], head_di
     ffn = max(s.sizes.ffn for s in shapes)
     attn_in = max(s.sizes.num_heads * head_dim for s in shapes)
     block = max(sum(p.numel() for p in layer.parameters()) for layer in layers)
-    gram = 4 * (attn_in**2 + ffn**2) * (2 if config.calibration == "sequential" else 1)  # + cross-Gram
+    gram = 4 * (attn_in**2 + ffn**2)
+    if config.calibration == "sequential":  # + Σ y x_sᵀ, [hidden, D] per consumer
+        gram += 4 * model_config.hidden_size * (attn_in + ffn)
     if config.alpha == "auto":  # two folds, and their sum while a consumer is solved
         gram = 4 * (2 * (attn_in**2 + ffn**2) + max(attn_in, ffn) ** 2)
     return Plan(

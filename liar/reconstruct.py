@@ -106,12 +106,17 @@ def residual_moment(G: torch.Tensor, s: torch.Tensor, n: int, kept: torch.Tensor
     return (E + E.T) / 2
 
 
-def _cross(cross: CrossStats, cols: torch.Tensor, intercept: bool, dtype: torch.dtype) -> torch.Tensor:
-    """Columns `cols` of C_ts = G_ts/N − μ_t μ_sᵀ (or G_ts/N without intercept): [D_t, len(cols)]."""
+def _target_moment(cross: CrossStats, b: torch.Tensor | None, cols: torch.Tensor, intercept: bool,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """Columns `cols` of C_ys = Y/N − μ_y μ_sᵀ, or without intercept (Y − b s_sᵀ)/N (the targets less the bias
+    the consumer keeps): [H, len(cols)]."""
     n = cross.n
-    block = cross.G_ts.index_select(1, cols).to(dtype) / n
+    block = cross.Y.index_select(1, cols).to(dtype) / n
+    mean_s = cross.student.s[cols].to(dtype) / n
     if intercept:
-        block -= torch.outer(cross.s_t.to(dtype), cross.student.s[cols].to(dtype)) / n**2
+        block -= torch.outer(cross.s_y.to(dtype) / n, mean_s)
+    elif b is not None:
+        block -= torch.outer(b.to(device=block.device, dtype=dtype), mean_s)
     return block
 
 
@@ -119,48 +124,41 @@ def sequential_fit(
     cross: CrossStats, W: torch.Tensor, b: torch.Tensor | None, kept: torch.Tensor, alpha: float = 1e-2,
     intercept: bool = True, dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor | None, SolveInfo]:
-    """Fit the pruned consumer on student inputs to the dense output on teacher inputs:
+    """Fit the pruned consumer on student inputs to its targets y (the dense output W x_t + b, or the residual
+    target of liar.sequential):
 
-        min ‖W x_t + b − W' x_s,R − b'‖²,  ridge-damped toward W_R:
-        W' = W_R + (W C_ts[:, R] − W_R C_ss,RR)(C_ss,RR + λI)⁻¹,   b' = b + W μ_t − W' μ_s,R
+        min ‖y − W' x_s,R − b'‖²,  ridge-damped toward W_R:
+        W' = W_R + (C_ys[:, R] − W_R C_ss,RR)(C_ss,RR + λI)⁻¹,   b' = μ_y − W' μ_s,R
 
-    The same `damped_solve` as the dense path; with identical teacher and student inputs this is exactly the
+    The same `damped_solve` as the dense path; with y = W x + b on the student's own inputs this is exactly the
     dense LIAR solution.
     """
     student = cross.student
     device = student.G.device
     kept = kept.to(device)
-    work = torch.float64  # delta = W C_ts − W_R C_ss is a difference of close terms: form it in fp64
+    work = torch.float64  # delta = C_ys − W_R C_ss is a difference of close terms: form it in fp64
     A = moment(student.G, student.s, student.n, kept, kept, intercept, work)
-    Wd = W.to(device=device, dtype=work)
-    W_R = Wd.index_select(1, kept)
-    delta = Wd @ _cross(cross, kept, intercept, work) - W_R @ A
+    W_R = W.to(device=device, dtype=work).index_select(1, kept)
+    delta = _target_moment(cross, b, kept, intercept, work) - W_R @ A
     X, info = damped_solve(A, delta.T, alpha, dtype, overwrite_a=dtype == work)
     weight = W_R + X.T.to(work)
     bias = None if b is None else b.to(device=device, dtype=work)
     if intercept:
-        shift = Wd @ (cross.s_t.to(work) / cross.n) - weight @ student.mean(work)[kept]
-        bias = shift if bias is None else bias + shift
+        bias = cross.s_y.to(work) / cross.n - weight @ student.mean(work)[kept]
     return weight.to(W.dtype), None if bias is None else bias.to(W.dtype), info
 
 
-def sequential_error(
-    cross: CrossStats, W: torch.Tensor, b: torch.Tensor | None, kept: torch.Tensor,
-    W_new: torch.Tensor, b_new: torch.Tensor | None,
-) -> float:
-    """Σ‖W x_t + b − W' x_s,R − b'‖² / Σ‖W x_t + b‖² over the calibration tokens (float64 scalars)."""
+def sequential_error(cross: CrossStats, kept: torch.Tensor, W_new: torch.Tensor, b_new: torch.Tensor | None) -> float:
+    """Σ‖y − W' x_s,R − b'‖² / Σ‖y‖² over the calibration tokens (float64 scalars)."""
     student = cross.student
     G, n = student.G, cross.n
     kept = kept.to(G.device)
     f32 = lambda t: None if t is None else t.to(device=G.device, dtype=torch.float32)  # noqa: E731
-    W32, b32, Wn, bn = f32(W), f32(b), f32(W_new), f32(b_new)
+    Wn, bn = f32(W_new), f32(b_new)
     s_R = student.s.index_select(0, kept)
-    H = W32 @ cross.G_ts.index_select(1, kept)  # Σ y_t x_s,Rᵀ without the bias part
-    h = W32 @ cross.s_t  # Σ y_t without the bias part
-    if b32 is not None:
-        H, h = H + torch.outer(b32, s_R), h + n * b32
+    H = cross.Y.index_select(1, kept)  # Σ y x_s,Rᵀ
     G_RR = sym_block(G, kept, kept, torch.float32)
-    energy = cross.target_energy - 2 * float((Wn.double() * H.double()).sum()) + _trace_form(Wn, G_RR)
+    energy = cross.energy - 2 * float((Wn.double() * H.double()).sum()) + _trace_form(Wn, G_RR)
     if bn is not None:
-        energy += -2 * float(bn.double() @ h.double()) + 2 * float(bn @ (Wn @ s_R)) + n * float(bn @ bn)
-    return max(energy, 0.0) / max(cross.target_energy, 1e-30)
+        energy += -2 * float(bn.double() @ cross.s_y.double()) + 2 * float(bn @ (Wn @ s_R)) + n * float(bn @ bn)
+    return max(energy, 0.0) / max(cross.energy, 1e-30)

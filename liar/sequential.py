@@ -1,14 +1,19 @@
 """Sequential calibration: every block sees the already-pruned model's activations (the student) and its
-consumers are fitted to the dense model's outputs (the teacher) through the teacher–student cross-Gram.
+consumers are fitted, from the student's inputs, to targets taken from the dense model (the teacher):
+  output    the dense consumer's output (on the teacher's inputs);
+  residual  the dense residual stream after the consumer's add, less the student's residual before it: the
+            attention consumer's target is y_o,t + h_t − h_s, the FFN consumer's is the teacher block's output
+            less the student's mid-block residual, so a block also repairs the drift that reaches it (blocks
+            whose consumers add straight to the residual stream: pre-norm decoders; checked on the first batch).
+The statistics are the student's Gram and Σ y x_sᵀ of the targets y (liar.stats.CrossStats).
 
 Per block, three passes over the calibration batches; only the first runs the whole block:
-  A. the teacher through the dense block (its outputs, its consumer inputs, the dense consumer outputs), and
-     the student up to the attention consumer, whose inputs are kept → attention cross statistics; prune
-     attention.
+  A. the teacher through the dense block (its outputs and its consumers' outputs), and the student up to the
+     attention consumer, whose inputs are kept → attention statistics; prune attention.
   B. the student up to the FFN consumer, the attention not run: the kept heads' outputs do not depend on the
      pruned ones, so the pruned attention's output is o_proj' applied to the kept channels of the kept inputs
-     (and is kept in turn) → FFN consumer inputs, against the cached teacher ones → FFN cross statistics (the
-     inputs are kept); prune the FFN.
+     (and is kept in turn) → FFN consumer inputs, against the cached targets → FFN statistics (the inputs are
+     kept); prune the FFN.
   C. the student through the pruned block with neither attention nor FFN producers run: the attention output
      comes from pass B, and down_proj' reads the kept neurons of the kept FFN inputs (a neuron's activation
      depends on its own gate/up rows only) → the next block's student inputs.
@@ -46,11 +51,10 @@ class _Stop(Exception):
 
 
 def _record(block: nn.Module, meta: BatchMeta, hidden: torch.Tensor, capture: list[nn.Module],
-            stop_at: nn.Module | None = None, targets: dict[nn.Module, CrossStats] | None = None,
-            outputs: list[nn.Module] = (),
+            stop_at: nn.Module | None = None, outputs: list[nn.Module] = (),
             ) -> tuple[dict[nn.Module, torch.Tensor], dict[nn.Module, object], torch.Tensor | None]:
     """(inputs of the `capture` modules, outputs of the `outputs` modules, the block output unless stopped
-    early); the outputs of `targets` modules add to their dense output energy."""
+    early)."""
     seen: dict[nn.Module, torch.Tensor] = {}
     produced: dict[nn.Module, object] = {}
 
@@ -59,15 +63,11 @@ def _record(block: nn.Module, meta: BatchMeta, hidden: torch.Tensor, capture: li
         if module is stop_at:
             raise _Stop
 
-    def energy(module, _args, output):
-        targets[module].add_target(output, meta.mask)
-
     def keep(module, _args, output):
         produced[module] = output
 
     handles = [m.register_forward_pre_hook(grab) for m in capture]
-    handles += [m.register_forward_hook(energy) for m in (targets or {})]
-    handles += [m.register_forward_hook(keep) for m in outputs]
+    handles += [m.register_forward_hook(keep) for m in dict.fromkeys(outputs)]
     try:
         out = block_output(block(hidden, *meta.args, **meta.kwargs))
     except _Stop:
@@ -76,6 +76,22 @@ def _record(block: nn.Module, meta: BatchMeta, hidden: torch.Tensor, capture: li
         for h in handles:
             h.remove()
     return seen, produced, out
+
+
+RESIDUAL_TOLERANCE = 1e-2  # ‖out − (h + y_o + y_down)‖ / ‖out‖: bf16 rounding of the two adds is ~4e-3; a norm
+# between a consumer and its add (post-norm BERT, Gemma's sandwich norms) is O(1)
+
+
+def _check_residual(arch: Architecture, h: torch.Tensor, y_o: torch.Tensor, y_down: torch.Tensor,
+                    out: torch.Tensor) -> None:
+    """The residual target needs a block computing out = h + y_o + y_down (the consumers add to the stream; OPT's
+    FFN runs on flattened tokens, the same order)."""
+    gap = float((out.float() - (h.float() + y_o.reshape(h.shape).float() + y_down.reshape(h.shape).float())).norm())
+    if gap > RESIDUAL_TOLERANCE * float(out.float().norm()):
+        raise ValueError(f"{arch.name}: sequential_target='residual' needs blocks whose attention and FFN outputs "
+                         f"add straight to the residual stream (pre-norm decoders); this block's output differs "
+                         f"from input + consumer outputs by {gap / float(out.float().norm()):.2g} of its norm: "
+                         "use sequential_target='output'")
 
 
 def _attention_module(arch: Architecture, layer: nn.Module) -> nn.Module | None:
@@ -159,47 +175,53 @@ def _passes(arch: Architecture, layer: nn.Module, metas: list[BatchMeta], teache
             student: TensorStore, new_store: NewStore, as_saved: Callable[[nn.Module], None],
             prune_attn: Callable[[CrossStats | None], torch.Tensor],
             prune_mlp: Callable[[CrossStats | None], torch.Tensor],
-            stats: dict | None, clock: _Clock) -> tuple[TensorStore, TensorStore]:
+            stats: dict | None, clock: _Clock, residual: bool = False) -> tuple[TensorStore, TensorStore]:
     """Passes A, B, C of one block (see the module docstring); `prune_attn` / `prune_mlp` prune the block on
     the statistics (None when `stats` is: a replay) and return the kept consumer input channels. Returns the
     teacher's and the student's outputs."""
     o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
     attention = _attention_module(arch, layer)
-    t_out, t_ffn_in, s_attn_in = new_store(), new_store(), new_store()
+    fitting = stats is not None
+    t_out, t_down, s_attn_in = new_store(), new_store(), new_store()
     skip: _Skip | None = None
-    targets = None if stats is None else {o: stats["attn"], down: stats["mlp"]}
     for b, (meta, h_t, h_s) in enumerate(zip(metas, teacher.drain(), student, strict=True)):
         watch = [attention, o] if b == 0 and attention is not None else []
-        x_t, produced, y_t = _record(layer, meta, h_t, [o, down], targets=targets, outputs=watch)
+        _, y, out_t = _record(layer, meta, h_t, [], outputs=[*watch, o, down] if fitting else watch)
         if b == 0:
-            skip = _skip_of(attention, produced, o)
-        del produced
-        t_out.append(y_t)
-        if stats is not None:
-            t_ffn_in.append(x_t[down])
+            skip = _skip_of(attention, y, o)
+            if fitting and residual:
+                if skip is None:
+                    raise ValueError(f"{arch.name}: sequential_target='residual' needs an attention module that "
+                                     "returns o_proj's output; use sequential_target='output'")
+                _check_residual(arch, h_t, y[o], y[down], out_t)
+        t_out.append(out_t)
         x_s, _, _ = _record(layer, meta, h_s, [o], stop_at=o)
         if skip is not None:
             s_attn_in.append(x_s[o])
-        if stats is not None:
+        if fitting:
+            if not residual:
+                t_down.append(y[down])
             with clock.counting("statistics"):
-                stats["attn"].update(x_s[o], x_t[o], meta.mask)
+                stats["attn"].update(x_s[o], y[o].reshape(h_t.shape) + (h_t - h_s) if residual else y[o], meta.mask)
+        del y
     kept_attn = prune_attn(None if stats is None else stats["attn"])
     as_saved(layer)  # the student reads o's output next: in its saved form
     o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)  # pruning (and flagged biases) replace linears
     s_attn_out, s_ffn_in = new_store(), new_store()
     cached = s_attn_in.drain() if skip is not None else repeat(None)
-    t_ffn = t_ffn_in.drain() if stats is not None else repeat(None)
-    for meta, h_s, x_o, x_t in zip(metas, student, cached, t_ffn):
+    targets = (iter(t_out) if residual else t_down.drain()) if fitting else repeat(None)
+    for meta, h_s, x_o, aim in zip(metas, student, cached, targets):
         attn_out = None if skip is None else o(x_o[..., kept_attn.to(x_o.device)])
         with nullcontext() if skip is None else skip.returning(attn_out):
             x_s, _, _ = _record(layer, meta, h_s, [down], stop_at=down)
         if skip is not None:
             s_attn_out.append(attn_out)
         s_ffn_in.append(x_s[down])
-        if stats is not None:
+        if fitting:
+            target = aim - (h_s + attn_out) if residual else aim  # aim: the teacher block output | y_down,t
             with clock.counting("statistics"):
-                stats["mlp"].update(x_s[down], x_t, meta.mask)
-    t_ffn_in.clear()
+                stats["mlp"].update(x_s[down], target, meta.mask)
+    t_down.clear()
     s_attn_in.clear()
     kept_mlp = prune_mlp(None if stats is None else stats["mlp"])
     as_saved(layer)
@@ -245,7 +267,7 @@ def sequential_step(
         return torch.tensor(reports["mlp"].kept, dtype=torch.long)
 
     t_out, s_out = _passes(arch, layer, metas, teacher, student, new_store, as_saved, prune_attn, prune_mlp, stats,
-                           clock)
+                           clock, residual=config.sequential_target == "residual")
     return LayerReport(index=index, attn=reports["attn"], mlp=reports["mlp"], stages=clock.stages()), t_out, s_out
 
 

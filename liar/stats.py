@@ -134,40 +134,39 @@ class FoldedStats:
 
 @dataclass
 class CrossStats:
-    """Sequential-mode statistics of one consumer: student inputs x_s (pruned model) against teacher inputs
-    x_t (dense model): the student's own GramStats, G_ts = Σ x_t x_sᵀ [D, D] (full), s_t = Σ x_t, and
-    target_energy = Σ‖W x_t + b‖², the dense consumer output energy (measured on its output)."""
+    """Sequential-mode statistics of one consumer: its student inputs x_s (the pruned model's) against the
+    targets y it is fitted to (liar.sequential: the dense consumer's output, bias included, or the dense residual
+    stream less the student's): the student's own GramStats, Y = Σ y x_sᵀ [H, D] (full), s_y = Σ y [H] and
+    energy = Σ‖y‖². Y is H×D, not the D×D teacher–student Gram: the fit only ever reads W G_ts, and H ≤ D
+    (down_proj: 576 × 1536 on SmolLM2, 2.7× fewer FLOPs than the square cross-Gram)."""
 
     student: GramStats
-    G_ts: torch.Tensor
-    s_t: torch.Tensor
-    target_energy: float = 0.0
+    Y: torch.Tensor
+    s_y: torch.Tensor
+    energy: float = 0.0
 
     @classmethod
-    def zeros(cls, dim: int, device: torch.device | str = "cpu", backend: str = "auto") -> CrossStats:
+    def zeros(cls, dim: int, out_dim: int, device: torch.device | str = "cpu", backend: str = "auto") -> CrossStats:
         return cls(student=GramStats.zeros(dim, device, backend),
-                   G_ts=torch.zeros(dim, dim, dtype=torch.float32, device=device),
-                   s_t=torch.zeros(dim, dtype=torch.float32, device=device))
+                   Y=torch.zeros(out_dim, dim, dtype=torch.float32, device=device),
+                   s_y=torch.zeros(out_dim, dtype=torch.float32, device=device))
 
     @property
     def n(self) -> int:
         return self.student.n
 
-    def update(self, x_s: torch.Tensor, x_t: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """x_s, x_t: [..., D] of the same tokens; mask: [...] bool, True = a real token."""
-        xs, xt = x_s.reshape(-1, x_s.shape[-1]), x_t.reshape(-1, x_t.shape[-1])
+    def update(self, x_s: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """x_s: [..., D] student inputs; y: [..., H] their targets (same tokens, same dtype); mask: [...] bool,
+        True = a real token."""
+        xs, y2 = x_s.reshape(-1, x_s.shape[-1]), y.reshape(-1, y.shape[-1])
         m = None if mask is None else mask.reshape(-1).to(device=xs.device, dtype=torch.bool)
         s = self.student
-        s.n += ops.gram_update_cross(s.G, self.G_ts, s.s, self.s_t, xs, xt, m, backend=s.backend)
+        s.n += ops.gram_update_cross(s.G, self.Y, s.s, self.s_y, xs, y2, m, backend=s.backend)
         s.symmetric = False
-
-    def add_target(self, y_t: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        y = y_t.reshape(-1, y_t.shape[-1]).to(torch.float64)
-        if mask is not None:
-            y = y[mask.reshape(-1).to(device=y.device, dtype=torch.bool)]
-        self.target_energy += float(y.square().sum())
+        real = y2 if m is None else y2[m]
+        self.energy += float(torch.linalg.vector_norm(real, dtype=torch.float64)) ** 2
 
     def check_finite(self, where: str) -> None:
         self.student.check_finite(where)
-        if not (torch.isfinite(self.s_t).all() and torch.isfinite(self.G_ts).all()):
-            raise FloatingPointError(f"{where}: NaN/Inf in the dense (teacher) activations")
+        if not (torch.isfinite(self.s_y).all() and torch.isfinite(self.Y).all()):
+            raise FloatingPointError(f"{where}: NaN/Inf in the dense (teacher) targets")

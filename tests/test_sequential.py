@@ -10,17 +10,20 @@ from tests.test_pipeline import logits, masked_dense, prune_copy
 from tests.test_reconstruct import KEPT, correlated, layer, rel_fro, stats_of
 from tests.conftest import tiny_model
 
+NORM_AFTER_CONSUMER = ("bert", "gemma3")  # post-norm, sandwich norms: no residual target (refused, tested below)
+
 
 def test_cross_fit_is_dense_liar_when_student_equals_teacher():
     X = correlated()
     W, b = layer()
-    cross = CrossStats.zeros(X.shape[1], backend="torch")
-    cross.update(X, X)
-    cross.add_target(X @ W.T + b)
+    cross = CrossStats.zeros(X.shape[1], W.shape[0], backend="torch")
+    cross.update(X, X @ W.T + b)
     for mode in ("liar", "bias", "none"):
         dense = reconstruct(stats_of(X), W, b, KEPT, mode=mode, solve_dtype=torch.float64)
         seq = reconstruct_sequential(cross, W, b, KEPT, mode=mode, solve_dtype=torch.float64)
-        assert rel_fro(seq.weight, dense.weight) < 1e-6 and rel_fro(seq.bias, dense.bias) < 1e-5
+        # The targets come from an fp32 matmul, as a model's consumer makes them (dense mode applies W in fp64):
+        # ε·‖W‖‖x‖ per target, times cond(C_RR) ≲ 1/α = 100 through the solve → 4e-6 measured.
+        assert rel_fro(seq.weight, dense.weight) < 2e-5 and rel_fro(seq.bias, dense.bias) < 2e-5
         assert abs(seq.errors[mode] - dense.errors[mode]) < 1e-5
 
 
@@ -28,9 +31,8 @@ def test_cross_fit_is_least_squares_to_teacher_outputs():
     X = correlated()
     Xs = X + 0.3 * correlated(seed=5)  # the student drifted away from the teacher
     W, b = layer()
-    cross = CrossStats.zeros(X.shape[1], backend="torch")
-    cross.update(Xs, X)
-    cross.add_target(X @ W.T + b)
+    cross = CrossStats.zeros(X.shape[1], W.shape[0], backend="torch")
+    cross.update(Xs, X @ W.T + b)
     r = reconstruct_sequential(cross, W, b, KEPT, alpha=0.0, solve_dtype=torch.float64)
     design = torch.cat([Xs[:, KEPT].double(), torch.ones(len(X), 1, dtype=torch.float64)], 1)
     target = X.double() @ W.double().T + b.double()
@@ -42,11 +44,13 @@ def test_cross_fit_is_least_squares_to_teacher_outputs():
     assert r.errors["liar"] < r.errors["bias"] < r.errors["none"]
 
 
-def test_sequential_first_attention_matches_dense_mode():
-    """Block 0's attention sees identical student and teacher inputs; its FFN already sees pruned attention."""
+@pytest.mark.parametrize("target", ["output", "residual"])
+def test_sequential_first_attention_matches_dense_mode(target):
+    """Block 0's attention sees identical student and teacher inputs (so the residual target's drift h_t − h_s is
+    zero there); its FFN already sees pruned attention."""
     dense_model = tiny_model()
     a, rep_a = prune_copy(dense_model, ratio=0.3)
-    b, rep_b = prune_copy(dense_model, ratio=0.3, calibration="sequential")
+    b, rep_b = prune_copy(dense_model, ratio=0.3, calibration="sequential", sequential_target=target)
     assert rep_a.layers[0].attn.kept == rep_b.layers[0].attn.kept
     for name, p in a.model.layers[0].self_attn.named_parameters():
         other = b.model.layers[0].self_attn.get_parameter(name)
@@ -54,6 +58,46 @@ def test_sequential_first_attention_matches_dense_mode():
         assert float((other - p).detach().norm()) <= 1e-4 * float(p.detach().norm()) + 1e-12
     assert not torch.allclose(a.model.layers[0].mlp.down_proj.weight, b.model.layers[0].mlp.down_proj.weight)
     assert rep_b.config["calibration"] == "sequential"
+
+
+@torch.no_grad()
+def test_residual_target_fits_the_dense_block_output():
+    """Block 0: both targets keep the same units (same student statistics), and the residual target's FFN fit is
+    the least-squares fit of the dense block output itself, so its output error on the calibration tokens is no
+    larger than the output target's (undamped, with intercept: an exact optimum)."""
+    from tests.conftest import calib_ids
+
+    dense_model = tiny_model()
+    ids = calib_ids()
+    hidden = lambda m: m(ids, output_hidden_states=True).hidden_states[1]  # noqa: E731 (after block 0)
+    dense = hidden(dense_model)
+    errors = {}
+    for target in ("output", "residual"):
+        pruned, report = prune_copy(dense_model, ratio=0.35, alpha=0.0, calibration="sequential",
+                                    sequential_target=target)
+        errors[target] = float((hidden(pruned) - dense).square().sum() / dense.square().sum())
+        assert report.config["sequential_target"] == target
+    assert errors["residual"] <= errors["output"] * (1 + 1e-5)
+    assert errors["residual"] < 0.99 * errors["output"]  # and it is a real change, not the same fit
+
+
+@pytest.mark.parametrize("family", NORM_AFTER_CONSUMER)
+def test_residual_target_is_refused_where_a_norm_follows_the_consumer(family):
+    import liar
+    from tests.conftest import calib_ids
+    from tests.test_pipeline import FAST
+
+    model = FAMILY_MODELS[family]()
+    config = liar.PruneConfig(**FAST, ratio=0.3, calibration="sequential", sequential_target="residual")
+    with pytest.raises(ValueError, match="sequential_target='output'"):
+        liar.prune(model, None, config, calibration=calib_ids(8, 48, seed=3))
+
+
+def test_residual_target_needs_sequential_calibration():
+    import liar
+
+    with pytest.raises(ValueError, match="--calibration sequential"):
+        liar.PruneConfig(sequential_target="residual")
 
 
 def test_sequential_physical_pruning_equals_masked_reconstruction():
@@ -70,7 +114,9 @@ def test_sequential_physical_pruning_equals_masked_reconstruction():
 
 def _three_full_passes(arch, layer, shape, budget, metas, teacher, student, config, index, new_store, as_saved):
     """The sequential step before pass reuse (the reference): A. teacher through the dense block, student up to
-    o_proj; B. student through the pruned attention up to down_proj; C. student through the pruned block."""
+    o_proj; B. student through the pruned attention up to down_proj; C. student through the pruned block. The
+    targets as liar.sequential defines them: the dense consumer outputs, or (residual) the dense residual stream
+    after each consumer less the student's before it."""
     import time as _time
 
     from liar.forward import generator, new_stats, run_block
@@ -78,21 +124,24 @@ def _three_full_passes(arch, layer, shape, budget, metas, teacher, student, conf
     from liar.report import LayerReport
     from liar.sequential import _record
 
+    residual = config.sequential_target == "residual"
     began = _time.perf_counter()
     o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
     stats = new_stats(arch, layer, config.backend, cls=CrossStats)
-    t_out, s_out, t_ffn_in = new_store(), new_store(), new_store()
+    t_out, s_out, t_aim = new_store(), new_store(), new_store()
     for meta, h_t, h_s in zip(metas, teacher.drain(), student, strict=True):
-        x_t, _, y_t = _record(layer, meta, h_t, [o, down], targets={o: stats["attn"], down: stats["mlp"]})
-        t_out.append(y_t)
-        t_ffn_in.append(x_t[down])
+        _, y, out_t = _record(layer, meta, h_t, [], outputs=[o, down])
+        t_out.append(out_t)
+        t_aim.append(out_t if residual else y[down])
         x_s, _, _ = _record(layer, meta, h_s, [o], stop_at=o)
-        stats["attn"].update(x_s[o], x_t[o], meta.mask)
+        stats["attn"].update(x_s[o], y[o].reshape(h_t.shape) + h_t - h_s if residual else y[o], meta.mask)
     attn = prune_attention(arch, layer, shape, stats["attn"], budget.attn_units, config,
                            generator(config, index, "attn"))
-    for meta, h_s, x_t in zip(metas, student, t_ffn_in, strict=True):
-        x_s, _, _ = _record(layer, meta, h_s, [down], stop_at=down)
-        stats["mlp"].update(x_s[down], x_t, meta.mask)
+    as_saved(layer)
+    o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
+    for meta, h_s, aim in zip(metas, student, t_aim.drain(), strict=True):
+        x_s, y_s, _ = _record(layer, meta, h_s, [down], stop_at=down, outputs=[o])
+        stats["mlp"].update(x_s[down], aim - (h_s + y_s[o]) if residual else aim, meta.mask)
     mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, generator(config, index, "mlp"))
     as_saved(layer)
     run_block(layer, metas, student.drain(), {}, s_out)
@@ -116,9 +165,13 @@ def _family_models():
 FAMILY_MODELS = _family_models()
 
 
-@pytest.mark.parametrize("reconstruct", ["liar", "none"])
-@pytest.mark.parametrize("family", FAMILY_MODELS)
-def test_pass_reuse_equals_three_full_passes(family, reconstruct, monkeypatch):
+REUSE_CASES = [(family, reconstruct, target) for family in FAMILY_MODELS
+               for reconstruct, target in (("liar", "output"), ("none", "output"), ("liar", "residual"))
+               if target == "output" or family not in NORM_AFTER_CONSUMER]
+
+
+@pytest.mark.parametrize("family, reconstruct, target", REUSE_CASES)
+def test_pass_reuse_equals_three_full_passes(family, reconstruct, target, monkeypatch):
     """The same units kept, the same weights and outputs (fp32 summation order apart) as the reference."""
     import copy
 
@@ -127,8 +180,12 @@ def test_pass_reuse_equals_three_full_passes(family, reconstruct, monkeypatch):
     from tests.conftest import calib_ids
     from tests.test_pipeline import FAST
 
-    dense = FAMILY_MODELS[family]()
-    config = liar.PruneConfig(**FAST, ratio=0.35, calibration="sequential", reconstruct=reconstruct)
+    # The residual target holds h_t − h_s, a difference of close terms: fp32 summation-order noise in the student
+    # (2.5e-4 of a bias measured) says nothing of the passes, so those cases run in float64, where they agree.
+    dtype, tol = (torch.float64, 1e-9) if target == "residual" else (torch.float32, 1e-4)
+    dense = FAMILY_MODELS[family]().to(dtype)
+    config = liar.PruneConfig(**FAST, ratio=0.35, calibration="sequential", reconstruct=reconstruct,
+                              sequential_target=target)
     ids = calib_ids(8, 48, seed=3)
     reused = copy.deepcopy(dense)
     got = liar.prune(reused, None, config, calibration=ids)
@@ -138,12 +195,12 @@ def test_pass_reuse_equals_three_full_passes(family, reconstruct, monkeypatch):
     for a, b in zip(got.layers, expected.layers, strict=True):
         assert (a.attn.kept, a.attn.kept_kv, a.mlp.kept) == (b.attn.kept, b.attn.kept_kv, b.mlp.kept)
         for mode, error in b.mlp.errors.items():
-            assert abs(a.mlp.errors[mode] - error) <= 1e-4 * error + 1e-7
+            assert abs(a.mlp.errors[mode] - error) <= tol * error + 1e-7
     got_params, expected_params = dict(reused.named_parameters()), dict(reference.named_parameters())
     assert got_params.keys() == expected_params.keys()
     for name, p in expected_params.items():
         scale = float(p.detach().abs().max()) + 1e-12
-        assert float((got_params[name] - p).detach().abs().max()) <= 1e-4 * scale, name
+        assert float((got_params[name] - p).detach().abs().max()) <= tol * scale, name
 
 
 @pytest.mark.parametrize("family", ["llama", "phi3", "bert"])
