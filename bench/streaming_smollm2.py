@@ -1,6 +1,6 @@
 """Streaming prune time over one plain forward pass, on SmolLM2-135M, dense and sequential calibration.
 
-    python bench/streaming_smollm2.py [--nsamples 64 --seqlen 512 --backend auto]
+    python bench/streaming_smollm2.py [--nsamples 64 --seqlen 512 --backend auto --modes dense sequential]
 
 The plain forward pass runs the decoder body (no LM head: pruning never needs logits) over the same
 calibration batches. The prune is the whole CLI path (`liar.prune(folder, out)`: read, calibrate, solve,
@@ -10,7 +10,10 @@ the attention consumer; B o_proj' on the kept channels of A's cached inputs, the
 on the kept channels of B's cached FFN inputs), and the student Gram plus Σ y x_sᵀ of the consumer targets
 (D² + 2·hidden·D per token). `sequential (three passes)` is the floor of the design before pass reuse (A; B through the
 pruned attention up to the FFN consumer; C through the whole pruned block).
-Rows go to bench/results/streaming_smollm2.{csv,md}.
+On a shared machine other jobs' load moves every timing, so the plain forward is measured right before and
+right after each prune (F1, dense, F2, sequential, F3) and each prune is divided by the mean of its two
+neighbours; wall time and CPU time (the process's, every thread) are both given.
+Rows go to bench/results/<--name>.{csv,md}.
 """
 
 from __future__ import annotations
@@ -56,14 +59,15 @@ def floors(config, seqlen: int, ratio: float) -> dict[str, float]:
 
 
 @torch.no_grad()
-def forward_seconds(source: Path, ids: torch.Tensor, batch_size: int) -> float:
+def forward_seconds(source: Path, ids: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of the plain forward pass."""
     model = load_pruned(source)
     body = model.get_decoder()
     body(input_ids=ids[:1, :16])  # warm-up
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     for i in range(0, ids.shape[0], batch_size):
         body(input_ids=ids[i : i + batch_size], use_cache=False)
-    return time.perf_counter() - began
+    return time.perf_counter() - began, time.process_time() - cpu
 
 
 def main() -> None:
@@ -73,46 +77,56 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--ratio", type=float, default=0.2)
     p.add_argument("--backend", default="auto")
+    p.add_argument("--modes", nargs="+", default=["dense", "sequential"], choices=["dense", "sequential"])
+    p.add_argument("--name", default="streaming_smollm2", help="results file stem in bench/results")
     args = p.parse_args()
     args.load_before = os.getloadavg()[0]
     source = resolve_source(None)
     tokenizer = load_tokenizer(source)
     ids = data.calibration_ids(tokenizer, data.imdb_texts("calib"), args.nsamples, args.seqlen, seed=0)
-    fwd = forward_seconds(source, ids, args.batch_size)
+    forwards = [forward_seconds(source, ids, args.batch_size)]
     config = load_pruned(source).config
     floor = floors(config, args.seqlen, args.ratio)
     rows = []
     work = Path(tempfile.mkdtemp(prefix="liar-smollm2-"))
-    for mode in ("dense", "sequential"):
+    for mode in args.modes:
         cfg = liar.PruneConfig(ratio=args.ratio, calibration=mode, nsamples=args.nsamples, seqlen=args.seqlen,
                                batch_size=args.batch_size, backend=args.backend)
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         report = liar.prune(source, work / mode, cfg, calibration=ids)
-        total = time.perf_counter() - began
+        total, total_cpu = time.perf_counter() - began, time.process_time() - cpu
+        forwards.append(forward_seconds(source, ids, args.batch_size))
+        fwd, fwd_cpu = ((a + b) / 2 for a, b in zip(*forwards[-2:], strict=True))
         stages = {k: sum(l.stages.get(k, 0.0) for l in report.layers)
                   for k in ("read", "forward", "statistics", "solve", "write")}
-        rows.append({"mode": mode, "forward_s": fwd, "prune_s": total, "ratio": total / fwd, "floor": floor[mode],
+        rows.append({"mode": mode, "forward_s": fwd, "forward_neighbours_s": [round(f[0], 1) for f in forwards[-2:]],
+                     "prune_s": total, "ratio": total / fwd,
+                     "forward_cpu_s": fwd_cpu, "prune_cpu_s": total_cpu, "ratio_cpu": total_cpu / fwd_cpu,
+                     "floor": floor[mode], "floor_three_passes": floor["sequential (three passes)"],
                      **{f"stage_{k}_s": v for k, v in stages.items()}, "gram_backend": report.backends["gram_update"],
                      "tokens": ids.numel(), "device": report.backends["device"], "torch": versions()["torch"],
                      "load_before": args.load_before, "load_after": os.getloadavg()[0]})
         print(rows[-1], flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    write(rows)
+    write(rows, args.name)
 
 
-def write(rows: list[dict]) -> None:
+def write(rows: list[dict], name: str) -> None:
     RESULTS.mkdir(exist_ok=True)
-    with (RESULTS / "streaming_smollm2.csv").open("w", newline="") as f:
+    with (RESULTS / f"{name}.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    lines = ["| calibration | plain forward s | prune s | prune / forward | FLOP floor | read / forward / statistics / "
-             "solve / write s | Gram kernel | load avg (start, end) |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['mode']} | {r['forward_s']:.1f} | {r['prune_s']:.1f} | {r['ratio']:.2f}× | {r['floor']:.2f}× | "
+    lines = ["| calibration | plain forward s (CPU s) | prune s (CPU s) | prune / forward: CPU (wall) | FLOP floor | "
+             "read / forward / statistics / solve / write s | Gram kernel | load avg (start, end) |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['mode']} | {r['forward_s']:.1f} ({r['forward_cpu_s']:.1f}) | {r['prune_s']:.1f} "
+              f"({r['prune_cpu_s']:.1f}) | **{r['ratio_cpu']:.2f}×** ({r['ratio']:.2f}×) | {r['floor']:.2f}×"
+              f"{' (three passes ' + format(r['floor_three_passes'], '.2f') + '×)' if r['mode'] == 'sequential' else ''} | "
               f"{r['stage_read_s']:.1f} / {r['stage_forward_s']:.1f} / {r['stage_statistics_s']:.1f} / "
               f"{r['stage_solve_s']:.1f} / {r['stage_write_s']:.1f} | {r['gram_backend']} | "
               f"{r['load_before']:.1f}, {r['load_after']:.1f} |" for r in rows]
-    (RESULTS / "streaming_smollm2.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

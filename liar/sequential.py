@@ -138,11 +138,13 @@ def _skip_of(attention: nn.Module | None, produced: dict[nn.Module, object], o: 
 
 @contextmanager
 def _ffn_input(arch: Architecture, layer: nn.Module, down: nn.Module, x: torch.Tensor) -> Iterator[None]:
-    """The FFN producers do not run (they return zeros of their output shape) and `down` reads `x` instead of
-    what the activation made of them."""
+    """The FFN producers do not run and `down` reads `x` instead of what the activation made of them. The
+    producers return two zero channels per token (two: a fused gate_up splits its output in halves), so the
+    activation that `down` no longer reads costs next to nothing; an FFN that needed its full width would fail
+    loudly on the shape, never silently."""
     producers = [layer.get_submodule(path) for path in dict.fromkeys(arch.ffn_in)]
     for lin in producers:
-        lin.forward = lambda h, rows=lin.out_features: h.new_zeros(()).expand(*h.shape[:-1], rows)
+        lin.forward = lambda h: h.new_zeros(()).expand(*h.shape[:-1], 2)
     handle = down.register_forward_pre_hook(lambda _module, _args: (x,))
     try:
         yield
@@ -211,7 +213,7 @@ def _passes(arch: Architecture, layer: nn.Module, metas: list[BatchMeta], teache
     cached = s_attn_in.drain() if skip is not None else repeat(None)
     targets = (iter(t_out) if residual else t_down.drain()) if fitting else repeat(None)
     for meta, h_s, x_o, aim in zip(metas, student, cached, targets):
-        attn_out = None if skip is None else o(x_o[..., kept_attn.to(x_o.device)])
+        attn_out = None if skip is None else o(x_o.index_select(-1, kept_attn.to(x_o.device)))
         with nullcontext() if skip is None else skip.returning(attn_out):
             x_s, _, _ = _record(layer, meta, h_s, [down], stop_at=down)
         if skip is not None:
@@ -229,7 +231,7 @@ def _passes(arch: Architecture, layer: nn.Module, metas: list[BatchMeta], teache
     s_out = new_store()
     cached = s_attn_out.drain() if skip is not None else repeat(None)
     for meta, h_s, attn_out, x_d in zip(metas, student.drain(), cached, s_ffn_in.drain()):
-        x = x_d[..., kept_mlp.to(x_d.device)]
+        x = x_d.index_select(-1, kept_mlp.to(x_d.device))
         with nullcontext() if skip is None else skip.returning(attn_out), _ffn_input(arch, layer, down, x):
             s_out.append(block_output(layer(h_s, *meta.args, **meta.kwargs)))
     return t_out, s_out
