@@ -65,13 +65,19 @@ class Row:
     transformers: str
     liar: str
     commit: str
+    settings: str = ""  # further PruneConfig fields (--set), e.g. "alpha=auto"
+
+    @property
+    def variant(self) -> str:
+        """What the tables group by: the allocation and any further settings."""
+        return f"{self.allocation} {self.settings}".strip()
 
 
 def run_setting(dense, tokenizer, calib, test, dense_acc, setting, args) -> Row:
     ratio, criterion, mode, allocation = setting
     model = copy.deepcopy(dense)
     config = liar.PruneConfig(ratio=ratio, criterion=criterion, reconstruct=mode, allocation=allocation,
-                              nsamples=args.nsamples, seqlen=args.seqlen, batch_size=args.batch_size)
+                              nsamples=args.nsamples, seqlen=args.seqlen, batch_size=args.batch_size, **args.extra)
     start = time.perf_counter()
     report = liar.prune(model, None, config, tokenizer=tokenizer, calibration=calib)
     pruned = time.perf_counter()
@@ -89,7 +95,7 @@ def run_setting(dense, tokenizer, calib, test, dense_acc, setting, args) -> Row:
         prune_seconds=pruned - start, eval_seconds=time.perf_counter() - pruned,
         backend=f"{report.backends['gram_update']}/{report.backends['liar_solve']}",
         device=device_name(report.backends["device"]), torch=v["torch"], transformers=v["transformers"],
-        liar=v["liar"], commit=git_commit(),
+        liar=v["liar"], commit=git_commit(), settings=" ".join(args.set),
     )
 
 
@@ -121,10 +127,26 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--nsamples", type=int, default=512, help="calibration sentences (~14k tokens)")
     p.add_argument("--seqlen", type=int, default=128, help="truncation length (the longest sentence has ~80 tokens)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="further PruneConfig fields for every run, e.g. alpha=auto calibration=sequential")
     p.add_argument("--name", default="bert_grid")
     p.add_argument("--resume", action="store_true",
                    help="keep the rows already in the CSV and skip their settings (a finished grid: redraw only)")
-    return p.parse_args()
+    args = p.parse_args()
+    fields = {f.name: f.type for f in dataclasses.fields(liar.PruneConfig)}
+    args.extra = {key: _value(value) for key, value in (kv.split("=", 1) for kv in args.set) if key in fields}
+    unknown = [kv for kv in args.set if kv.split("=", 1)[0] not in fields]
+    if unknown:
+        p.error(f"--set {' '.join(unknown)}: not PruneConfig fields")
+    return args
+
+
+def _value(text: str):
+    """A --set value: a number where it reads as one, else the text (alpha=auto, calibration=sequential)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def main() -> None:
@@ -142,13 +164,14 @@ def main() -> None:
     command = shlex.join(["python", "-m", "bench.bert_grid", *sys.argv[1:]])
     if os.environ.get("LIAR_DISABLE_EXT"):
         command = f"LIAR_DISABLE_EXT={os.environ['LIAR_DISABLE_EXT']} {command}"
-    done = {(r.ratio, r.criterion, r.reconstruct, r.allocation) for r in rows}
+    settings = " ".join(args.set)
+    done = {(r.ratio, r.criterion, r.reconstruct, r.allocation) for r in rows if r.settings == settings}
     grid = itertools.product(args.ratios, args.criteria, args.modes, args.allocations)
     pending = [s for s in grid if s not in done]
     for setting in pending:
         row = run_setting(dense, tokenizer, calib, test, dense_acc, setting, args)
         rows.append(row)
-        print(f"{row.ratio:.0%} {row.allocation} {row.criterion}/{row.reconstruct}: accuracy {row.accuracy:.4f} "
+        print(f"{row.ratio:.0%} {row.variant} {row.criterion}/{row.reconstruct}: accuracy {row.accuracy:.4f} "
               f"({row.fraction_of_dense:.1%} of dense; prune {row.prune_seconds:.0f} s, eval {row.eval_seconds:.0f} s)",
               flush=True)
         write(rows, args.name, command)

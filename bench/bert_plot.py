@@ -9,12 +9,12 @@ MODES = ("none", "bias", "liar")
 STYLES = {"none": ":", "bias": "--", "liar": "-"}
 
 
-def _pivot(rows, allocation: str) -> list[str]:
+def _pivot(rows, variant: str) -> list[str]:
     ratios = sorted({r.ratio for r in rows})
-    lines = [f"### {allocation} allocation: test accuracy (%)", "",
+    lines = [f"### {variant} allocation: test accuracy (%)", "",
              "| criterion | reconstruct | " + " | ".join(f"{x:.0%}" for x in ratios) + " |",
              "|---|---|" + "---|" * len(ratios)]
-    cells = {(r.criterion, r.reconstruct, r.ratio): r.accuracy for r in rows if r.allocation == allocation}
+    cells = {(r.criterion, r.reconstruct, r.ratio): r.accuracy for r in rows if r.variant == variant}
     for criterion in dict.fromkeys(r.criterion for r in rows):
         for mode in MODES:
             accs = [cells.get((criterion, mode, x)) for x in ratios]
@@ -28,14 +28,15 @@ def _kept_at_half(rows) -> list[str]:
     half = [r for r in rows if abs(r.ratio - 0.5) < 1e-9]
     if not half:
         return []
+    variants = list(dict.fromkeys(r.variant for r in half))
     lines = [f"### 50% removed: fraction of dense accuracy kept (LIAR paper: {PAPER_KEEPS:.0%})", "",
-             "| criterion | reconstruct | uniform | global |", "|---|---|---|---|"]
+             "| criterion | reconstruct | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
     for criterion in dict.fromkeys(r.criterion for r in half):
         for mode in MODES:
-            kept = {r.allocation: f"{r.fraction_of_dense:.1%}" for r in half
+            kept = {r.variant: f"{r.fraction_of_dense:.1%}" for r in half
                     if (r.criterion, r.reconstruct) == (criterion, mode)}
             if kept:
-                lines.append(f"| {criterion} | {mode} | {kept.get('uniform', '')} | {kept.get('global', '')} |")
+                lines.append(f"| {criterion} | {mode} | " + " | ".join(kept.get(v, "") for v in variants) + " |")
     return lines + [""]
 
 
@@ -49,13 +50,13 @@ def markdown(rows, command: str) -> str:
          f"{first.torch}, transformers {first.transformers}, liar {first.liar}, kernels {first.backend}, commit "
          f"{first.commit}. Command: `{command}`."), "",
     ]
-    for allocation in dict.fromkeys(r.allocation for r in rows):
-        lines += _pivot(rows, allocation)
+    for variant in dict.fromkeys(r.variant for r in rows):
+        lines += _pivot(rows, variant)
     lines += _kept_at_half(rows)
     lines += ["### All runs", "",
               ("| ratio | allocation | criterion | reconstruct | accuracy | of dense | blocks removed | model removed "
                "| heads | neurons | prune s | eval s |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.ratio:.0%} | {r.allocation} | {r.criterion} | {r.reconstruct} | {100 * r.accuracy:.2f} "
+    lines += [f"| {r.ratio:.0%} | {r.variant} | {r.criterion} | {r.reconstruct} | {100 * r.accuracy:.2f} "
               f"| {r.fraction_of_dense:.1%} | {r.block_fraction_removed:.1%} | {r.model_fraction_removed:.1%} "
               f"| {r.heads_after} | {r.neurons_after} | {r.prune_seconds:.0f} | {r.eval_seconds:.0f} |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -69,7 +70,7 @@ def plot(rows, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    allocations = list(dict.fromkeys(r.allocation for r in rows))
+    allocations = list(dict.fromkeys(r.variant for r in rows))
     criteria = list(dict.fromkeys(r.criterion for r in rows))
     fig, axes = plt.subplots(len(allocations), len(criteria), figsize=(3.2 * len(criteria), 2.8 * len(allocations)),
                              sharex=True, sharey=True, squeeze=False)
@@ -77,7 +78,7 @@ def plot(rows, path: Path) -> None:
         ax = axes[i][j]
         for mode in MODES:
             pts = sorted((r.ratio, r.accuracy) for r in rows
-                         if (r.allocation, r.criterion, r.reconstruct) == (allocation, criterion, mode))
+                         if (r.variant, r.criterion, r.reconstruct) == (allocation, criterion, mode))
             if pts:
                 ax.plot(*zip(*pts), STYLES[mode], marker="o", markersize=3, label=mode)
         ax.axhline(rows[0].dense_accuracy, color="gray", linewidth=0.8, linestyle="--", label="dense")
