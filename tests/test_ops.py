@@ -186,14 +186,15 @@ def test_liar_solve_reads_only_the_upper_triangle_and_never_writes_G(device, bac
     assert ops.last_backend("liar_solve") == "torch"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("device", DEVICES)
-def test_auto_runs_the_first_capable_backend(device):
-    """`auto` names the first available, capable, self-checked backend of AUTO_ORDER, and computes exactly
-    what that backend computes when named."""
-    from liar.ops.dispatch import AUTO_ORDER
+def test_auto_runs_the_first_capable_backend(device, dtype):
+    """`auto` names the first available, capable, self-checked backend of AUTO_ORDER for the device and dtype,
+    and computes exactly what that backend computes when named."""
+    from liar.ops.dispatch import auto_order
 
-    best = next(n for n in AUTO_ORDER[device] if n in backends_for(device))
-    x = make_x(64, 33, torch.float32, device, seed=16)
+    best = next(n for n in auto_order(device, dtype) if n in backends_for(device))
+    x = make_x(64, 33, dtype, device, seed=16)
     G, s = torch.zeros(33, 33, device=device), torch.zeros(33, device=device)
     ops.gram_update(G, s, x)
     assert ops.last_backend("gram_update") == best
@@ -201,7 +202,18 @@ def test_auto_runs_the_first_capable_backend(device):
     ops.gram_update(G_named, s_named, x, backend=best)
     assert torch.equal(G.triu(), G_named.triu()) and torch.equal(s, s_named)
     if best != "torch":
-        assert ops.self_checks()[f"{best} gram_update {device} float32"] == "ok"
+        assert ops.self_checks()[f"{best} gram_update {device} {str(dtype).removeprefix('torch.')}"] == "ok"
+
+
+def test_auto_on_cpu_takes_mkl_for_fp32_and_the_cpp_kernels_for_bf16():
+    """The measured choice (liar.ops.dispatch.AUTO_ORDER): MKL through the reference beats the cpp fp32 kernel on
+    these sizes, the AMX/AVX-512 cpp kernel beats the reference 6-8x in bf16."""
+    if not BACKENDS["cpp"].available:
+        pytest.skip(f"cpp backend unavailable: {BACKENDS['cpp'].error}")
+    for dtype, expected in ((torch.float32, "torch"), (torch.float64, "torch"), (torch.bfloat16, "cpp"),
+                            (torch.float16, "cpp")):
+        ops.gram_update(torch.zeros(9, 9), torch.zeros(9), make_x(20, 9, dtype, "cpu", seed=17))
+        assert ops.last_backend("gram_update") == expected, dtype
 
 
 def test_named_backend_without_the_op_hands_it_to_torch():
@@ -240,12 +252,12 @@ def test_broken_kernel_fails_its_self_check_and_auto_falls_back(monkeypatch):
 
     monkeypatch.setitem(BACKENDS["cpp"].kernels, "gram_update", broken)
     monkeypatch.setattr(selfcheck, "_RESULTS", {})
-    x = make_x(40, 13, torch.float32, "cpu", seed=31)
+    x = make_x(40, 13, torch.bfloat16, "cpu", seed=31)  # auto tries cpp first for 16-bit activations on CPU
     G, s = torch.zeros(13, 13), torch.zeros(13)
     with pytest.warns(RuntimeWarning, match="cpp kernel of gram_update failed its self-check"):
         ops.gram_update(G, s, x)
     assert ops.last_backend("gram_update") == "torch"
-    assert "differs from the reference" in ops.self_checks()["cpp gram_update cpu float32"]
+    assert "differs from the reference" in ops.self_checks()["cpp gram_update cpu bfloat16"]
     x64 = x.double()
     assert rel_err(G, x64.T @ x64, upper=True) < 1e-6
 

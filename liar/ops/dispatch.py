@@ -1,8 +1,8 @@
 """Choosing and running a backend for one call: `auto` by capability and self-check, or a backend by name.
 
-`auto` takes, in AUTO_ORDER for the tensors' device, the first backend that serves the op for that device and
-activation dtype and has passed its self-check there (`liar.ops.selfcheck`); the torch reference always
-serves. `LIAR_BACKEND=<name>` (read at import) puts that backend first: a name that is not a backend is a
+`auto` takes, in AUTO_ORDER for the tensors' device and dtype, the first backend that serves the op for that
+device and activation dtype and has passed its self-check there (`liar.ops.selfcheck`); the torch reference
+always serves. `LIAR_BACKEND=<name>` (read at import) puts that backend first: a name that is not a backend is a
 warning at import and an error at the first `auto` call. `last_backend(op)` names the backend that served
 the latest call.
 """
@@ -22,9 +22,14 @@ from liar.ops.backends import BACKENDS
 
 log = logging.getLogger(__name__)
 
-# Preference order of `backend="auto"` per device type. On CUDA, Triton first: its kernel lowers to wgmma
-# on sm_90; both GPU kernels pass the self-check before auto uses them.
-AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": ("cpp", "torch"), "cuda": ("triton", "cuda", "torch")}
+# Preference order of `backend="auto"` per device type, or per "device/dtype" where a measurement says the
+# dtype decides. On CUDA, Triton first: its kernel lowers to wgmma on sm_90; both GPU kernels pass the
+# self-check before auto uses them. On CPU, 16-bit activations go to the cpp kernels (AMX-BF16: 6.3–7.1× the
+# reference at D 576–4096, bench/results/cpu_kernel_*) and fp32/fp64 to the reference, whose matmuls are MKL's:
+# the cpp fp32 Gram took 1.28× / 1.02× its CPU time at D 576 / 1536 (…T230402.csv), the cross-moment 1.39× /
+# 1.35× (T 4096, H 576), and a sequential SmolLM2 prune's statistics 37–39 s vs 26–27 s (32 × 512 tokens).
+AUTO_ORDER: dict[str, tuple[str, ...]] = {"cpu": ("cpp", "torch"), "cpu/float32": ("torch", "cpp"),
+                                          "cpu/float64": ("torch", "cpp"), "cuda": ("triton", "cuda", "torch")}
 
 _LAST: dict[str, str] = {}
 _ENV_ERROR: list[str] = []
@@ -49,9 +54,9 @@ def _env_override() -> None:
         warnings.warn(f"liar: {message}; ops with backend='auto' will raise until it is fixed", RuntimeWarning,
                       stacklevel=2)
         return
-    for device in AUTO_ORDER:
-        if device in BACKENDS[name].devices:
-            AUTO_ORDER[device] = (name, *(b for b in AUTO_ORDER[device] if b != name))
+    for key in AUTO_ORDER:
+        if key.split("/")[0] in BACKENDS[name].devices:
+            AUTO_ORDER[key] = (name, *(b for b in AUTO_ORDER[key] if b != name))
     if not BACKENDS[name].available:
         log.warning("LIAR_BACKEND=%s is unavailable (%s); auto falls back to the next backend", name,
                     BACKENDS[name].error)
@@ -61,18 +66,24 @@ def _env_override() -> None:
 def prefer(name: str) -> Iterator[None]:
     """Within the block, `auto` tries backend `name` first (tests run the registered ops on each backend)."""
     saved = dict(AUTO_ORDER)
-    for device in AUTO_ORDER:
-        AUTO_ORDER[device] = (name, *(b for b in AUTO_ORDER[device] if b != name))
+    for key in AUTO_ORDER:
+        AUTO_ORDER[key] = (name, *(b for b in AUTO_ORDER[key] if b != name))
     try:
         yield
     finally:
         AUTO_ORDER.update(saved)
 
 
+def auto_order(device: torch.device | str, dtype: torch.dtype) -> tuple[str, ...]:
+    """The backends `auto` tries, in order, for activations of `dtype` on `device`."""
+    kind = torch.device(device).type
+    return AUTO_ORDER.get(f"{kind}/{str(dtype).removeprefix('torch.')}") or AUTO_ORDER.get(kind, ("torch",))
+
+
 def _auto(op: str, device: torch.device, dtype: torch.dtype) -> str:
     if _ENV_ERROR:
         raise ValueError(_ENV_ERROR[0])
-    for name in AUTO_ORDER.get(device.type, ("torch",)):
+    for name in auto_order(device, dtype):
         backend = BACKENDS.get(name)
         if backend is not None and backend.serves(op, device.type, dtype) and selfcheck.trusted(name, op, device,
                                                                                                   dtype):
