@@ -199,3 +199,38 @@ def test_bad_alpha_is_refused_by_the_one_solve(alpha):
     A = torch.eye(3) * 2
     with pytest.raises(ValueError, match="alpha must be a finite number"):
         damped_solve(A, torch.ones(3, 1), alpha=alpha)
+
+
+def _tf32(t: torch.Tensor) -> torch.Tensor:
+    """t rounded to TF32 (10-bit mantissa, to nearest), as tensor cores round matmul inputs."""
+    bits = t.float().contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def test_reported_errors_hold_their_tolerance_with_tf32_inputs(monkeypatch):
+    """On CUDA the positive quadratic forms of the reported errors run in TF32 (liar.reconstruct._tf32); emulated
+    here by rounding every matmul input inside that block to TF32: none / bias / liar move by less than
+    TF32_RELATIVE_TOLERANCE, and they do move (the emulation is not a no-op)."""
+    import contextlib
+
+    from liar import reconstruct as rc
+
+    X = correlated(n=4000, d=97)
+    W, b = torch.randn(29, 97, generator=torch.Generator().manual_seed(3)), torch.randn(29)
+    kept = torch.tensor([i for i in range(97) if i % 4])
+    exact = reconstruct(stats_of(X), W, b, kept).errors
+    real_matmul = torch.Tensor.__matmul__
+
+    @contextlib.contextmanager
+    def emulated(_device):
+        monkeypatch.setattr(torch.Tensor, "__matmul__", lambda a, c: real_matmul(_tf32(a), _tf32(c)))
+        try:
+            yield
+        finally:
+            monkeypatch.setattr(torch.Tensor, "__matmul__", real_matmul)
+
+    monkeypatch.setattr(rc, "_tf32", emulated)
+    rounded = reconstruct(stats_of(X), W, b, kept).errors
+    gaps = {m: abs(rounded[m] - exact[m]) / exact[m] for m in exact}
+    assert max(gaps.values()) < rc.TF32_RELATIVE_TOLERANCE, gaps
+    assert max(gaps.values()) > 1e-6, gaps
