@@ -13,10 +13,12 @@ error: reconstruction-aware. Each module's curve of LIAR's output error against 
     error is the perturbation it makes to the stream each layer reads), then units are removed in order of
     least weighted error per parameter across all modules: convex curves, so a Lagrangian optimum of
     Σ error under the parameter budget; each module stays in its own removal order and keeps `min_keep`.
-global: FLAP-style. Unit scores are log-transformed (criteria are positive and span orders of magnitude
-    across depth) and standardized per module type across all layers; one ascending ranking of all units
-    then removes units in that order, skipping any that would overshoot the parameter target by more than
-    half the cheapest unit, each layer keeping `min_keep` of its heads and neurons. Validated against uniform on held-out data before any default changes (see README).
+global: FLAP's adaptive structure (its AL-AM, lib/prune.py): channel scores are standardized within each layer
+    and module (liar.pipeline.global_budgets: attention channels squared first, as FLAP does, and averaged per
+    head after standardizing), then one ascending ranking of all units of all layers removes units in that
+    order, skipping any that would overshoot the parameter target by more than half the cheapest unit (a unit
+    weighs its parameters: FLAP's 512/3 head-to-neuron weight on LLaMA-7B), each layer keeping `min_keep` of its
+    heads and neurons.
 """
 
 from __future__ import annotations
@@ -56,25 +58,22 @@ def uniform(
     return Budget(attn_units=units, neurons=min(max(neurons, 0), max_neurons))
 
 
-def _standardize(scores: list[torch.Tensor]) -> list[torch.Tensor]:
-    flat = torch.cat(scores).double()
-    floor = max(float(flat.abs().max()) * 1e-12, 1e-300)
-    logs = [torch.log(s.double().clamp_min(floor)) for s in scores]
-    all_logs = torch.cat(logs)
-    mean, std = all_logs.mean(), all_logs.std().clamp_min(1e-12)
-    return [(x - mean) / std for x in logs]
+def standardized(scores: torch.Tensor) -> torch.Tensor:
+    """(scores − mean) / std within one layer's module: FLAP's normalisation before its global ranking."""
+    x = scores.double()
+    return (x - x.mean()) / x.std().clamp_min(1e-12 * float(x.abs().max()) + 1e-300)
 
 
 def global_(
     shapes: list[LayerShape], attn_scores: list[torch.Tensor], ffn_scores: list[torch.Tensor],
     ratio: float, gqa: str, min_keep: float,
 ) -> list[Budget]:
-    """attn_scores[l]: one score per attention unit of layer l; ffn_scores[l]: one per neuron."""
-    z_attn, z_ffn = _standardize(attn_scores), _standardize(ffn_scores)
-    candidates = []  # (z, layer, kind, cost)
+    """attn_scores[l]: one (comparable across layers) score per attention unit of layer l; ffn_scores[l]: one per
+    neuron. The lowest scores go first."""
+    candidates = []  # (score, layer, kind, cost)
     for layer, shape in enumerate(shapes):
-        candidates += [(float(z), layer, "attn", shape.attn_unit_cost(gqa)) for z in z_attn[layer].sort().values]
-        candidates += [(float(z), layer, "ffn", shape.neuron_cost) for z in z_ffn[layer].sort().values]
+        candidates += [(float(z), layer, "attn", shape.attn_unit_cost(gqa)) for z in attn_scores[layer].sort().values]
+        candidates += [(float(z), layer, "ffn", shape.neuron_cost) for z in ffn_scores[layer].sort().values]
     candidates.sort(key=lambda c: c[0])
     target = ratio * sum(s.block_params for s in shapes)
     slack = min(c[3] for c in candidates) / 2  # overshoot at most half the cheapest unit

@@ -101,15 +101,15 @@ def _metered(hidden: Iterable[torch.Tensor], metas: list[BatchMeta], energy: tor
 
 def global_budgets(arch: Architecture, blocks: Blocks, shapes: list[LayerShape], metas: list[BatchMeta],
                    hidden: TensorStore, config: PruneConfig, new_store: NewStore) -> list[Budget]:
-    """A scoring pass over the dense model, then one global ranking (see liar.allocation)."""
+    """A scoring pass over the dense model, then one global ranking of FLAP-normalised scores (liar.allocation)."""
 
     def score(i, layer, stats, energy):
         channel = criteria.channel_scores(config.criterion, arch.attn_consumer(layer).weight, stats["attn"],
                                           generator(config, i, "attn"))
-        attn = attn_unit_scores(criteria.unit_scores(channel, shapes[i].head_dim), shapes[i], config.gqa)
+        heads = criteria.unit_scores(allocation.standardized(channel.double().square()), shapes[i].head_dim)
         ffn = criteria.channel_scores(config.criterion, arch.ffn_consumer(layer).weight, stats["mlp"],
                                       generator(config, i, "mlp"))
-        return attn, ffn
+        return attn_unit_scores(heads, shapes[i], config.gqa), allocation.standardized(ffn)
 
     _dense_only(arch, "global")
     attn_scores, ffn_scores = zip(*_scoring_pass(arch, blocks, metas, hidden, config, new_store, score))

@@ -104,3 +104,13 @@ def test_depth_ratios_rise_with_depth_around_the_ratio():
     assert ratios[0] == pytest.approx(0.1) and ratios[-1] == pytest.approx(0.3)
     assert all(b > a for a, b in zip(ratios, ratios[1:])) and sum(ratios) / 30 == pytest.approx(0.2)
     assert max(allocation.depth_ratios(8, 0.9)) < 1
+
+
+def test_flap_normalisation_is_per_layer_and_scale_free():
+    """FLAP standardizes each layer's scores on their own: a layer whose criterion is 1000x larger (deeper layers'
+    activations grow) ranks the same against the others as before."""
+    g = torch.Generator().manual_seed(4)
+    scores = torch.rand(37, generator=g, dtype=torch.float64) ** 3
+    z = allocation.standardized(scores)
+    assert abs(float(z.mean())) < 1e-12 and abs(float(z.std()) - 1) < 1e-12
+    assert torch.allclose(allocation.standardized(1000 * scores + 5), z)
