@@ -22,10 +22,10 @@ CHECK = (
     "import sys, torch, liar, liar.ops as ops\n"
     "from liar import _ext\n"
     "assert liar.__file__.startswith(sys.prefix), liar.__file__\n"
-    "x = torch.randn(30, 7)\n"
+    "x = torch.randn(30, 7).bfloat16()  # auto sends bf16 to the compiled kernel on CPU (fp32 goes to MKL)\n"
     "G, s = torch.zeros(7, 7), torch.zeros(7)\n"
     "assert ops.gram_update(G, s, x) == 30\n"
-    "assert torch.allclose(G.triu(), (x.T @ x).triu(), rtol=1e-5, atol=1e-4)\n"
+    "assert torch.allclose(G.triu(), (x.float().T @ x.float()).triu(), rtol=1e-5, atol=1e-4)\n"
     "print('HAS_EXT', _ext.HAS_EXT, ops.last_backend('gram_update'))\n"
 )
 
