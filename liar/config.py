@@ -100,6 +100,10 @@ class PruneConfig:
                                     "consumer's add, less the student's, so a block also repairs the drift that "
                                     "reaches it; decoders whose consumers add straight to the residual stream)",
                                     "calibration", SEQUENTIAL_TARGETS)
+    sequential_mix: float = option(0.0, "sequential calibration only: the weight, in [0, 1), of the dense model's "
+                                   "own consumer inputs and outputs in each fit against the student's (0: the "
+                                   "student's only; 0.5: both equally, a pull toward dense calibration's solution)",
+                                   "calibration")
     offload: str = option("none", "where calibration activations wait between blocks: none (compute device), "
                           "cpu memory, or disk", "resources", OFFLOADS)
     max_memory: str | None = option(None, "spill calibration activations to disk when they would exceed this "
@@ -135,6 +139,12 @@ class PruneConfig:
         if self.sequential_target != "output" and self.calibration != "sequential":
             raise ValueError(f"sequential_target={self.sequential_target!r} chooses what sequential calibration fits; "
                              "add --calibration sequential (dense calibration fits the dense outputs)")
+        if not 0.0 <= self.sequential_mix < 1.0:
+            raise ValueError(f"sequential_mix={self.sequential_mix} must be in [0, 1): the weight of the dense pairs "
+                             "(1 would be dense calibration: use --calibration dense)")
+        if self.sequential_mix and self.calibration != "sequential":
+            raise ValueError(f"sequential_mix={self.sequential_mix} weighs dense against student statistics in "
+                             "sequential calibration; add --calibration sequential")
         _choice("offload", self.offload, OFFLOADS)
         _choice("device", self.device, DEVICES)
         _choice("dtype", self.dtype, DTYPES)

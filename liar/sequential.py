@@ -5,7 +5,9 @@ consumers are fitted, from the student's inputs, to targets taken from the dense
             attention consumer's target is y_o,t + h_t − h_s, the FFN consumer's is the teacher block's output
             less the student's mid-block residual, so a block also repairs the drift that reaches it (blocks
             whose consumers add straight to the residual stream: pre-norm decoders; checked on the first batch).
-The statistics are the student's Gram and Σ y x_sᵀ of the targets y (liar.stats.CrossStats).
+The statistics are the student's Gram and Σ y x_sᵀ of the targets y (liar.stats.CrossStats). With
+sequential_mix = β the fit also weighs, by β against 1 − β, the dense consumers' own (input, output) pairs
+on the same tokens: the sums dense calibration fits, so β → 1 approaches its solution.
 
 Per block, three passes over the calibration batches; only the first runs the whole block:
   A. the teacher through the dense block (its outputs and its consumers' outputs), and the student up to the
@@ -177,10 +179,13 @@ def _passes(arch: Architecture, layer: nn.Module, metas: list[BatchMeta], teache
             student: TensorStore, new_store: NewStore, as_saved: Callable[[nn.Module], None],
             prune_attn: Callable[[CrossStats | None], torch.Tensor],
             prune_mlp: Callable[[CrossStats | None], torch.Tensor],
-            stats: dict | None, clock: _Clock, residual: bool = False) -> tuple[TensorStore, TensorStore]:
+            stats: dict | None, clock: _Clock, residual: bool = False, dense_pairs: dict | None = None,
+            mix: float = 0.0) -> tuple[TensorStore, TensorStore]:
     """Passes A, B, C of one block (see the module docstring); `prune_attn` / `prune_mlp` prune the block on
-    the statistics (None when `stats` is: a replay) and return the kept consumer input channels. Returns the
-    teacher's and the student's outputs."""
+    the statistics (None when `stats` is: a replay) and return the kept consumer input channels. `dense_pairs`:
+    statistics the teacher pass fills with the dense consumers' own inputs and outputs (under either target
+    they are the pairs dense calibration fits), blended into `stats` with weight `mix` before each prune.
+    Returns the teacher's and the student's outputs."""
     o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
     attention = _attention_module(arch, layer)
     fitting = stats is not None
@@ -188,7 +193,8 @@ def _passes(arch: Architecture, layer: nn.Module, metas: list[BatchMeta], teache
     skip: _Skip | None = None
     for b, (meta, h_t, h_s) in enumerate(zip(metas, teacher.drain(), student, strict=True)):
         watch = [attention, o] if b == 0 and attention is not None else []
-        _, y, out_t = _record(layer, meta, h_t, [], outputs=[*watch, o, down] if fitting else watch)
+        x_t, y, out_t = _record(layer, meta, h_t, [o, down] if dense_pairs else [],
+                                outputs=[*watch, o, down] if fitting else watch)
         if b == 0:
             skip = _skip_of(attention, y, o)
             if fitting and residual:
@@ -205,7 +211,12 @@ def _passes(arch: Architecture, layer: nn.Module, metas: list[BatchMeta], teache
                 t_down.append(y[down])
             with clock.counting("statistics"):
                 stats["attn"].update(x_s[o], y[o].reshape(h_t.shape) + (h_t - h_s) if residual else y[o], meta.mask)
-        del y
+                if dense_pairs:
+                    dense_pairs["attn"].update(x_t[o], y[o], meta.mask)
+                    dense_pairs["mlp"].update(x_t[down], y[down], meta.mask)
+        del x_t, y
+    if dense_pairs:
+        stats["attn"].blend_(dense_pairs["attn"], mix)
     kept_attn = prune_attn(None if stats is None else stats["attn"])
     as_saved(layer)  # the student reads o's output next: in its saved form
     o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)  # pruning (and flagged biases) replace linears
@@ -225,6 +236,8 @@ def _passes(arch: Architecture, layer: nn.Module, metas: list[BatchMeta], teache
                 stats["mlp"].update(x_s[down], target, meta.mask)
     t_down.clear()
     s_attn_in.clear()
+    if dense_pairs:
+        stats["mlp"].blend_(dense_pairs["mlp"], mix)
     kept_mlp = prune_mlp(None if stats is None else stats["mlp"])
     as_saved(layer)
     down = arch.ffn_consumer(layer)
@@ -268,8 +281,10 @@ def sequential_step(
             reports["mlp"] = prune_ffn(arch, layer, shape, s, budget.neurons, config, generator(config, index, "mlp"))
         return torch.tensor(reports["mlp"].kept, dtype=torch.long)
 
+    dense_pairs = new_stats(arch, layer, config.backend, cls=CrossStats) if config.sequential_mix else None
     t_out, s_out = _passes(arch, layer, metas, teacher, student, new_store, as_saved, prune_attn, prune_mlp, stats,
-                           clock, residual=config.sequential_target == "residual")
+                           clock, residual=config.sequential_target == "residual", dense_pairs=dense_pairs,
+                           mix=config.sequential_mix)
     return LayerReport(index=index, attn=reports["attn"], mlp=reports["mlp"], stages=clock.stages()), t_out, s_out
 
 

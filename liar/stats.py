@@ -166,6 +166,19 @@ class CrossStats:
         real = y2 if m is None else y2[m]
         self.energy += float(torch.linalg.vector_norm(real, dtype=torch.float64)) ** 2
 
+    def blend_(self, other: CrossStats, weight: float) -> CrossStats:
+        """In place: (1 − weight) · self + weight · other, every sum alike: the statistics of a least-squares
+        fit whose two sets of (input, target) pairs — the same tokens, e.g. the student's and the dense
+        model's own — carry those weights."""
+        if other.n != self.n:
+            raise ValueError(f"blending statistics of {self.n} and {other.n} tokens: they must count the same tokens")
+        a, b = self.student, other.student
+        for mine, theirs in ((a.G, b.G), (a.s, b.s), (self.Y, other.Y), (self.s_y, other.s_y)):
+            mine.mul_(1 - weight).add_(theirs, alpha=weight)
+        a.symmetric = a.symmetric and b.symmetric
+        self.energy = (1 - weight) * self.energy + weight * other.energy
+        return self
+
     def check_finite(self, where: str) -> None:
         self.student.check_finite(where)
         if not (torch.isfinite(self.s_y).all() and torch.isfinite(self.Y).all()):

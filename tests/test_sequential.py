@@ -44,6 +44,53 @@ def test_cross_fit_is_least_squares_to_teacher_outputs():
     assert r.errors["liar"] < r.errors["bias"] < r.errors["none"]
 
 
+@pytest.mark.parametrize("mix", [0.3, 0.5])
+def test_blended_fit_is_weighted_least_squares(mix):
+    """sequential_mix = β: the fit on blended statistics is the least-squares fit to the same targets from the
+    teacher's inputs (weight β) and the drifted student's (weight 1 − β), stacked."""
+    X = correlated()
+    Xs = X + 0.3 * correlated(seed=5)
+    W, b = layer()
+    y = X @ W.T + b
+    student, dense = (CrossStats.zeros(X.shape[1], W.shape[0], backend="torch") for _ in range(2))
+    student.update(Xs, y)
+    dense.update(X, y)
+    r = reconstruct_sequential(student.blend_(dense, mix), W, b, KEPT, alpha=0.0, solve_dtype=torch.float64)
+    ones = torch.ones(len(X), 1, dtype=torch.float64)
+    design = torch.cat([mix**0.5 * torch.cat([X[:, KEPT].double(), ones], 1),
+                        (1 - mix)**0.5 * torch.cat([Xs[:, KEPT].double(), ones], 1)])
+    target = torch.cat([mix**0.5 * y.double(), (1 - mix)**0.5 * y.double()])
+    sol = torch.linalg.lstsq(design, target).solution
+    assert rel_fro(r.weight, sol[:-1].T) < 1e-4 and rel_fro(r.bias, sol[-1]) < 1e-4
+    measured = float((target - design @ torch.cat([r.weight.double().T, r.bias.double()[None]])).square().sum()
+                     / target.square().sum())
+    assert abs(measured - r.errors["liar"]) < 1e-4 * measured
+
+
+def test_sequential_mix_is_validated():
+    import liar
+
+    with pytest.raises(ValueError, match="--calibration sequential"):
+        liar.PruneConfig(sequential_mix=0.5)
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        liar.PruneConfig(calibration="sequential", sequential_mix=1.0)
+
+
+def test_sequential_mix_moves_the_fit_toward_dense_calibration():
+    """Block 1's FFN (same kept neurons in every run): the larger the dense pairs' weight, the closer its fit to
+    dense calibration's."""
+    dense_model = tiny_model()
+    dense, dense_report = prune_copy(dense_model, ratio=0.3)
+    distances = []
+    for mix in (0.0, 0.5, 0.9):
+        pruned, report = prune_copy(dense_model, ratio=0.3, calibration="sequential", sequential_mix=mix)
+        assert report.layers[1].mlp.kept == dense_report.layers[1].mlp.kept
+        assert report.config["sequential_mix"] == mix
+        gap = pruned.model.layers[1].mlp.down_proj.weight - dense.model.layers[1].mlp.down_proj.weight
+        distances.append(float(gap.detach().norm()))
+    assert distances[0] > distances[1] > distances[2] > 0
+
+
 @pytest.mark.parametrize("target", ["output", "residual"])
 def test_sequential_first_attention_matches_dense_mode(target):
     """Block 0's attention sees identical student and teacher inputs (so the residual target's drift h_t − h_s is
@@ -128,13 +175,18 @@ def _three_full_passes(arch, layer, shape, budget, metas, teacher, student, conf
     began = _time.perf_counter()
     o, down = arch.attn_consumer(layer), arch.ffn_consumer(layer)
     stats = new_stats(arch, layer, config.backend, cls=CrossStats)
+    dense_pairs = new_stats(arch, layer, config.backend, cls=CrossStats)  # the teacher's own (input, output)
     t_out, s_out, t_aim = new_store(), new_store(), new_store()
     for meta, h_t, h_s in zip(metas, teacher.drain(), student, strict=True):
-        _, y, out_t = _record(layer, meta, h_t, [], outputs=[o, down])
+        x_t, y, out_t = _record(layer, meta, h_t, [o, down], outputs=[o, down])
         t_out.append(out_t)
         t_aim.append(out_t if residual else y[down])
         x_s, _, _ = _record(layer, meta, h_s, [o], stop_at=o)
         stats["attn"].update(x_s[o], y[o].reshape(h_t.shape) + h_t - h_s if residual else y[o], meta.mask)
+        dense_pairs["attn"].update(x_t[o], y[o], meta.mask)
+        dense_pairs["mlp"].update(x_t[down], y[down], meta.mask)
+    if config.sequential_mix:
+        stats["attn"].blend_(dense_pairs["attn"], config.sequential_mix)
     attn = prune_attention(arch, layer, shape, stats["attn"], budget.attn_units, config,
                            generator(config, index, "attn"))
     as_saved(layer)
@@ -142,6 +194,8 @@ def _three_full_passes(arch, layer, shape, budget, metas, teacher, student, conf
     for meta, h_s, aim in zip(metas, student, t_aim.drain(), strict=True):
         x_s, y_s, _ = _record(layer, meta, h_s, [down], stop_at=down, outputs=[o])
         stats["mlp"].update(x_s[down], aim - (h_s + y_s[o]) if residual else aim, meta.mask)
+    if config.sequential_mix:
+        stats["mlp"].blend_(dense_pairs["mlp"], config.sequential_mix)
     mlp = prune_ffn(arch, layer, shape, stats["mlp"], budget.neurons, config, generator(config, index, "mlp"))
     as_saved(layer)
     run_block(layer, metas, student.drain(), {}, s_out)
@@ -165,13 +219,14 @@ def _family_models():
 FAMILY_MODELS = _family_models()
 
 
-REUSE_CASES = [(family, reconstruct, target) for family in FAMILY_MODELS
+REUSE_CASES = [(family, reconstruct, target, 0.0) for family in FAMILY_MODELS
                for reconstruct, target in (("liar", "output"), ("none", "output"), ("liar", "residual"))
                if target == "output" or family not in NORM_AFTER_CONSUMER]
+REUSE_CASES += [("llama", "liar", target, 0.5) for target in ("output", "residual")]  # sequential_mix
 
 
-@pytest.mark.parametrize("family, reconstruct, target", REUSE_CASES)
-def test_pass_reuse_equals_three_full_passes(family, reconstruct, target, monkeypatch):
+@pytest.mark.parametrize("family, reconstruct, target, mix", REUSE_CASES)
+def test_pass_reuse_equals_three_full_passes(family, reconstruct, target, mix, monkeypatch):
     """The same units kept, the same weights and outputs (fp32 summation order apart) as the reference."""
     import copy
 
@@ -185,7 +240,7 @@ def test_pass_reuse_equals_three_full_passes(family, reconstruct, target, monkey
     dtype, tol = (torch.float64, 1e-9) if target == "residual" else (torch.float32, 1e-4)
     dense = FAMILY_MODELS[family]().to(dtype)
     config = liar.PruneConfig(**FAST, ratio=0.35, calibration="sequential", reconstruct=reconstruct,
-                              sequential_target=target)
+                              sequential_target=target, sequential_mix=mix)
     ids = calib_ids(8, 48, seed=3)
     reused = copy.deepcopy(dense)
     got = liar.prune(reused, None, config, calibration=ids)
