@@ -103,7 +103,7 @@ class PruneConfig:
     sequential_mix: float = option(0.0, "sequential calibration only: the weight, in [0, 1), of the dense model's "
                                    "own consumer inputs and outputs in each fit against the student's (0: the "
                                    "student's only; 0.5: both equally, a pull toward dense calibration's solution)",
-                                   "calibration")
+                                   "calibration", metavar="WEIGHT")
     offload: str = option("none", "where calibration activations wait between blocks: none (compute device), "
                           "cpu memory, or disk", "resources", OFFLOADS)
     max_memory: str | None = option(None, "spill calibration activations to disk when they would exceed this "
